@@ -1,0 +1,381 @@
+//! The [`Database`] handle: one cheap-to-clone value over SQLite or PostgreSQL.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SubsecRound, Utc};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::error::{DbError, Result};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Which database engine a [`Database`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// An embedded SQLite file (or in-memory database).
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+impl BackendKind {
+    /// `"sqlite"` or `"postgres"`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+/// Connection settings for [`Database::connect`].
+///
+/// ```
+/// use std::time::Duration;
+/// use groundwork_db::DatabaseOptions;
+///
+/// let options = DatabaseOptions::new("postgres://postgres@127.0.0.1/test")
+///     .max_connections(20)
+///     .acquire_timeout(Duration::from_secs(2));
+/// assert_eq!(options.url(), "postgres://postgres@127.0.0.1/test");
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct DatabaseOptions {
+    url: String,
+    max_connections: u32,
+    min_connections: u32,
+    acquire_timeout: Duration,
+    busy_timeout: Duration,
+    search_path: Option<String>,
+}
+
+impl DatabaseOptions {
+    /// Options for `url` (`sqlite://path`, `sqlite::memory:`, `postgres://…`) with the defaults
+    /// below.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_connections: 10,
+            min_connections: 2,
+            acquire_timeout: Duration::from_secs(5),
+            busy_timeout: Duration::from_secs(5),
+            search_path: None,
+        }
+    }
+
+    /// The database URL.
+    #[must_use]
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Most connections the pool opens. Default: 10 (the seeds' PostgreSQL pool).
+    pub fn max_connections(mut self, max: u32) -> Self {
+        self.max_connections = max;
+        self
+    }
+
+    /// Connections the pool keeps open when idle. Default: 2 (the seeds' PostgreSQL pool).
+    pub fn min_connections(mut self, min: u32) -> Self {
+        self.min_connections = min;
+        self
+    }
+
+    /// How long a caller waits for a pooled connection before failing with
+    /// [`DbError::Unavailable`]. Default: 5 s (sqlx's own 30 s hides outages from callers).
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// SQLite only: how long a writer waits for another writer's lock. Default: 5 s.
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// PostgreSQL only: the schema to use (`search_path`), e.g. to isolate tenants or tests.
+    /// The schema must exist. Default: the server's default (`public`).
+    pub fn search_path(mut self, schema: impl Into<String>) -> Self {
+        self.search_path = Some(schema.into());
+        self
+    }
+}
+
+/// The concrete pool behind a [`Database`].
+#[derive(Debug, Clone)]
+pub(crate) enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// A handle to the Groundwork database: SQLite (embedded default) or PostgreSQL, chosen by URL.
+///
+/// Cloning is cheap (the pool is reference-counted); build one in `main` and pass clones
+/// around. Repositories are reached through it: [`Database::agents`], [`Database::tools`], ...
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use groundwork_db::{Database, DatabaseOptions};
+///
+/// let db = Database::connect(DatabaseOptions::new("sqlite::memory:")).await?;
+/// db.migrate().await?;
+/// db.ping().await?;
+/// assert_eq!(db.backend_kind().as_str(), "sqlite");
+/// # Ok::<(), groundwork_db::DbError>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct Database {
+    backend: Backend,
+}
+
+impl Database {
+    /// Opens a pool for `options.url()`.
+    ///
+    /// SQLite files (and their directory) are created when missing and opened in WAL mode with
+    /// foreign keys on, `synchronous = NORMAL` and a busy timeout. PostgreSQL pools connect
+    /// eagerly (`min_connections` at start).
+    ///
+    /// # Errors
+    /// [`DbError::Config`] for an unusable URL, [`DbError::Unavailable`] when the database
+    /// cannot be reached.
+    pub async fn connect(options: DatabaseOptions) -> Result<Self> {
+        let url = options.url.as_str();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite(connect_sqlite(&options).await?)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres(connect_postgres(&options).await?)
+        } else {
+            return Err(DbError::Config(format!(
+                "unsupported database URL {:?}: use sqlite://PATH, sqlite::memory: or postgres://…",
+                redact_password(url)
+            )));
+        };
+        Ok(Self { backend })
+    }
+
+    /// Applies the pending migrations of this backend (idempotent).
+    ///
+    /// # Errors
+    /// [`DbError::Migrate`] if a migration fails or the applied history does not match.
+    pub async fn migrate(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
+            Backend::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Runs `SELECT 1` and returns how long it took.
+    ///
+    /// # Errors
+    /// [`DbError::Unavailable`] when the database cannot be reached.
+    pub async fn ping(&self) -> Result<Duration> {
+        let started = Instant::now();
+        on_pool!(self, |pool| sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))?;
+        Ok(started.elapsed())
+    }
+
+    /// Closes the pool: waits for checked-out connections to return, then closes them all.
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite(pool) => pool.close().await,
+            Backend::Postgres(pool) => pool.close().await,
+        }
+    }
+
+    /// Which engine this handle talks to.
+    #[must_use]
+    pub fn backend_kind(&self) -> BackendKind {
+        match &self.backend {
+            Backend::Sqlite(_) => BackendKind::Sqlite,
+            Backend::Postgres(_) => BackendKind::Postgres,
+        }
+    }
+
+    pub(crate) fn backend(&self) -> &Backend {
+        &self.backend
+    }
+}
+
+async fn connect_sqlite(options: &DatabaseOptions) -> Result<SqlitePool> {
+    let in_memory = options.url.contains(":memory:") || options.url.contains("mode=memory");
+    let connect = SqliteConnectOptions::from_str(&options.url)
+        .map_err(|e| DbError::Config(format!("invalid SQLite URL {:?}: {e}", options.url)))?
+        .create_if_missing(true)
+        .foreign_keys(true)
+        .busy_timeout(options.busy_timeout);
+    let connect = if in_memory {
+        connect
+    } else {
+        create_parent_dir(connect.get_filename())?;
+        connect
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+    };
+    let mut pool = SqlitePoolOptions::new()
+        .max_connections(options.max_connections.max(1))
+        .acquire_timeout(options.acquire_timeout);
+    if in_memory {
+        // An in-memory database lives as long as one connection to it: keep one forever.
+        pool = pool
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None);
+    }
+    Ok(pool.connect_with(connect).await?)
+}
+
+fn create_parent_dir(file: &Path) -> Result<()> {
+    match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                DbError::Config(format!("cannot create directory {}: {e}", dir.display()))
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn connect_postgres(options: &DatabaseOptions) -> Result<PgPool> {
+    let mut connect = PgConnectOptions::from_str(&options.url).map_err(|e| {
+        DbError::Config(format!(
+            "invalid PostgreSQL URL {:?}: {e}",
+            redact_password(&options.url)
+        ))
+    })?;
+    connect = connect.application_name("groundwork");
+    if let Some(schema) = &options.search_path {
+        connect = connect.options([("search_path", schema.as_str())]);
+    }
+    let pool = PgPoolOptions::new()
+        .max_connections(options.max_connections.max(1))
+        .min_connections(options.min_connections.min(options.max_connections))
+        .acquire_timeout(options.acquire_timeout)
+        .connect_with(connect)
+        .await?;
+    Ok(pool)
+}
+
+/// `url` with the password (if any) replaced by `***`, for logs and error messages.
+#[must_use]
+pub fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// The current time at the precision both backends store (microseconds), so that a value
+/// written and read back compares equal on SQLite and PostgreSQL alike.
+#[must_use]
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// Runs `$body` with `$pool` bound to the concrete pool of the handle's backend.
+///
+/// The body is compiled once per backend, so one query text serves both engines with
+/// concrete types (no generic bounds over `sqlx::Database`). Write SQL both engines accept:
+/// `$1` placeholders, `RETURNING`, `ON CONFLICT`, no engine-specific functions.
+macro_rules! on_pool {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db.backend() {
+            $crate::database::Backend::Sqlite($pool) => $body,
+            $crate::database::Backend::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// Runs `$body` inside a write transaction and commits it; `?` inside the body returns early
+/// and rolls back (the transaction is dropped). `$pg` is bound to `true` on PostgreSQL, for
+/// the few statements only one engine needs.
+///
+/// SQLite transactions start with `BEGIN IMMEDIATE`: they take the write lock up front, so a
+/// transaction that reads before it writes cannot fail half-way on a lock upgrade.
+macro_rules! in_tx {
+    ($db:expr, |$tx:ident, $pg:ident| $body:expr) => {
+        match $db.backend() {
+            $crate::database::Backend::Sqlite(pool) => {
+                #[allow(unused_variables)]
+                let $pg = false;
+                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+            $crate::database::Backend::Postgres(pool) => {
+                #[allow(unused_variables)]
+                let $pg = true;
+                let mut $tx = pool.begin().await?;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+        }
+    };
+}
+pub(crate) use in_tx;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_password("postgres://app:s3cret@db.internal:5432/groundwork?sslmode=require"),
+            "postgres://app:***@db.internal:5432/groundwork?sslmode=require"
+        );
+        assert_eq!(
+            redact_password("postgres://app@db/x"),
+            "postgres://app@db/x"
+        );
+        assert_eq!(redact_password("sqlite://./a.db"), "sqlite://./a.db");
+        assert_eq!(redact_password("not a url"), "not a url");
+    }
+
+    #[tokio::test]
+    async fn unsupported_scheme_is_a_config_error() {
+        let err = Database::connect(DatabaseOptions::new("mysql://root@localhost/x"))
+            .await
+            .err();
+        assert!(matches!(err, Some(DbError::Config(_))), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn sqlite_file_gets_wal_and_foreign_keys() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let url = format!("sqlite://{}/nested/dir/g.db", dir.path().display());
+        let db = Database::connect(DatabaseOptions::new(url)).await?;
+        let Backend::Sqlite(pool) = db.backend() else {
+            anyhow::bail!("expected sqlite");
+        };
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(pool).await?;
+        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(pool).await?;
+        let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout").fetch_one(pool).await?;
+        assert_eq!(mode, "wal");
+        assert_eq!(fk, 1);
+        assert_eq!(busy, 5000);
+        Ok(())
+    }
+}

@@ -1,0 +1,317 @@
+//! Users and the e-mail digests stored for them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::types::Json;
+
+use crate::Database;
+use crate::agents::empty_object;
+use crate::audit::{AuditRecord, record_audit};
+use crate::database::{in_tx, now, on_pool};
+use crate::error::{DbError, Result};
+use crate::page::{Listing, Page};
+use crate::validate::{self, limits};
+
+/// A user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct User {
+    /// Identity.
+    pub id: i64,
+    /// Unique e-mail address.
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Fields of a new user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    /// Unique e-mail address (`local@domain`, at most 254 characters).
+    pub email: String,
+    /// Display name, 1 to 128 characters.
+    pub name: String,
+}
+
+/// Filters for [`Users::list`].
+#[derive(Debug, Clone, Default)]
+pub struct UserFilter {
+    /// Only the user with this e-mail address.
+    pub email: Option<String>,
+}
+
+/// A stored e-mail digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EmailDigest {
+    /// Identity.
+    pub id: i64,
+    /// The recipient.
+    pub user_id: i64,
+    /// Subject line.
+    pub subject: String,
+    /// Body.
+    pub body: String,
+    /// The period covered (`daily`, `weekly`, `2026-W47`, ...).
+    pub period: String,
+    /// Free-form metadata (a JSON object).
+    #[sqlx(json)]
+    pub metadata: Value,
+    /// When it was stored.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Fields of a new digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NewDigest {
+    /// Subject line, 1 to 998 characters.
+    pub subject: String,
+    /// Body, 1 to 500,000 characters.
+    pub body: String,
+    /// The period covered, 1 to 64 characters.
+    pub period: String,
+    /// Metadata; must be a JSON object. Default `{}`.
+    #[serde(default = "empty_object")]
+    pub metadata: Value,
+}
+
+macro_rules! user_columns {
+    () => {
+        "id, email, name, created_at, updated_at"
+    };
+}
+
+/// User repository. Reached through [`Database::users`].
+#[derive(Debug, Clone, Copy)]
+pub struct Users<'a> {
+    db: &'a Database,
+}
+
+impl<'a> Users<'a> {
+    pub(crate) fn new(db: &'a Database) -> Self {
+        Self { db }
+    }
+
+    /// The user with `id`.
+    ///
+    /// # Errors
+    /// [`DbError::NotFound`] if there is none.
+    pub async fn get(&self, id: i64) -> Result<User> {
+        let user = on_pool!(self.db, |pool| {
+            sqlx::query_as::<_, User>(concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users WHERE id = $1"
+            ))
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+        })?;
+        user.ok_or_else(|| DbError::not_found("user", id))
+    }
+
+    /// Users matching `filter`, by id, one page of them.
+    ///
+    /// # Errors
+    /// [`DbError::Unavailable`] when the database cannot be reached.
+    pub async fn list(&self, filter: &UserFilter, page: Page) -> Result<Listing<User>> {
+        let email = filter.email.as_deref().map(str::to_lowercase);
+        let (items, total) = on_pool!(self.db, |pool| {
+            let items = sqlx::query_as::<_, User>(concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users WHERE ($1 IS NULL OR email = $1) ORDER BY id LIMIT $2 OFFSET $3"
+            ))
+            .bind(email.as_deref())
+            .bind(page.limit())
+            .bind(page.offset())
+            .fetch_all(pool)
+            .await?;
+            let total: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE ($1 IS NULL OR email = $1)")
+                    .bind(email.as_deref())
+                    .fetch_one(pool)
+                    .await?;
+            Ok::<_, sqlx::Error>((items, total))
+        })?;
+        Ok(Listing { items, total })
+    }
+
+    /// Creates a user. The e-mail address is stored lower-cased, so addresses differing only
+    /// in case conflict.
+    ///
+    /// # Errors
+    /// [`DbError::Invalid`] for a malformed address or name, [`DbError::Conflict`] when the
+    /// address is taken.
+    pub async fn create(&self, actor: &str, new: &NewUser) -> Result<User> {
+        let email = new.email.trim().to_lowercase();
+        validate::text("email", &email, limits::EMAIL)?;
+        if !is_plausible_email(&email) {
+            return Err(DbError::invalid(format!(
+                "email {:?} is not an address of the form local@domain",
+                new.email
+            )));
+        }
+        validate::text("name", &new.name, limits::NAME)?;
+        let at = now();
+        let user = in_tx!(self.db, |tx, _pg| {
+            let user = sqlx::query_as::<_, User>(concat!(
+                "INSERT INTO users (email, name, created_at, updated_at) VALUES ($1, $2, $3, $3) ",
+                "RETURNING ",
+                user_columns!()
+            ))
+            .bind(&email)
+            .bind(&new.name)
+            .bind(at)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| {
+                DbError::from(e).on_conflict(|| format!("a user with email {email:?} already exists"))
+            })?;
+            record_audit!(
+                tx,
+                AuditRecord {
+                    actor,
+                    action: "user.create",
+                    entity_type: "user",
+                    entity_id: user.id.to_string(),
+                    details: json!({ "email": user.email }),
+                }
+            );
+            user
+        });
+        Ok(user)
+    }
+}
+
+fn is_plausible_email(email: &str) -> bool {
+    match email.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !domain.contains('@')
+                && !email.chars().any(char::is_whitespace)
+        }
+        None => false,
+    }
+}
+
+macro_rules! digest_columns {
+    () => {
+        "id, user_id, subject, body, period, metadata, created_at"
+    };
+}
+
+/// E-mail digest storage (the seeds' `EmailDigestStorageService`). Reached through
+/// [`Database::digests`].
+#[derive(Debug, Clone, Copy)]
+pub struct Digests<'a> {
+    db: &'a Database,
+}
+
+impl<'a> Digests<'a> {
+    pub(crate) fn new(db: &'a Database) -> Self {
+        Self { db }
+    }
+
+    /// Stores a digest for user `user_id`.
+    ///
+    /// # Errors
+    /// [`DbError::NotFound`] when the user does not exist, [`DbError::Invalid`] for a field
+    /// out of bounds.
+    pub async fn create(&self, actor: &str, user_id: i64, new: &NewDigest) -> Result<EmailDigest> {
+        validate::text("subject", &new.subject, limits::SUBJECT)?;
+        validate::long_text("body", &new.body, limits::DIGEST_BODY)?;
+        validate::text("period", &new.period, limits::SHORT)?;
+        validate::object("metadata", &new.metadata)?;
+        let at = now();
+        let digest = in_tx!(self.db, |tx, _pg| {
+            let user: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE id = $1")
+                .bind(user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            user.ok_or_else(|| DbError::not_found("user", user_id))?;
+            let digest = sqlx::query_as::<_, EmailDigest>(concat!(
+                "INSERT INTO email_digests (user_id, subject, body, period, metadata, created_at) ",
+                "VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
+                digest_columns!()
+            ))
+            .bind(user_id)
+            .bind(&new.subject)
+            .bind(&new.body)
+            .bind(&new.period)
+            .bind(Json(&new.metadata))
+            .bind(at)
+            .fetch_one(&mut *tx)
+            .await?;
+            record_audit!(
+                tx,
+                AuditRecord {
+                    actor,
+                    action: "digest.create",
+                    entity_type: "email_digest",
+                    entity_id: digest.id.to_string(),
+                    details: json!({ "user_id": user_id, "period": digest.period }),
+                }
+            );
+            digest
+        });
+        Ok(digest)
+    }
+
+    /// The digests of user `user_id`, most recent first (the seeds' `get_recent_digests`).
+    ///
+    /// # Errors
+    /// [`DbError::NotFound`] when the user does not exist.
+    pub async fn recent(&self, user_id: i64, page: Page) -> Result<Listing<EmailDigest>> {
+        let (user, items, total) = on_pool!(self.db, |pool| {
+            let user: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE id = $1")
+                .bind(user_id)
+                .fetch_optional(pool)
+                .await?;
+            let items = sqlx::query_as::<_, EmailDigest>(concat!(
+                "SELECT ",
+                digest_columns!(),
+                " FROM email_digests WHERE user_id = $1 ",
+                "ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
+            ))
+            .bind(user_id)
+            .bind(page.limit())
+            .bind(page.offset())
+            .fetch_all(pool)
+            .await?;
+            let total: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM email_digests WHERE user_id = $1")
+                    .bind(user_id)
+                    .fetch_one(pool)
+                    .await?;
+            Ok::<_, sqlx::Error>((user, items, total))
+        })?;
+        user.ok_or_else(|| DbError::not_found("user", user_id))?;
+        Ok(Listing { items, total })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_plausible_email;
+
+    #[test]
+    fn email_shape() {
+        assert!(is_plausible_email("a@b.c"));
+        assert!(!is_plausible_email("ab.c"));
+        assert!(!is_plausible_email("@b.c"));
+        assert!(!is_plausible_email("a@"));
+        assert!(!is_plausible_email("a b@c"));
+        assert!(!is_plausible_email("a@b@c"));
+    }
+}
