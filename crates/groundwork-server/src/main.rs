@@ -1,1 +1,47 @@
-fn main() {}
+//! `groundwork`: see `groundwork --help`.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use groundwork_server::cli::{Cli, Command};
+use groundwork_server::config::Config;
+use groundwork_server::{serve, telemetry};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One readable line (with its causes), not a debug dump.
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config = Config::load(cli.config.as_deref(), |name| std::env::var(name).ok())?;
+    cli.apply(&mut config);
+    match cli.command {
+        Command::Config => {
+            let text = config.to_redacted_toml()?;
+            println!("{}", text.trim_end());
+            Ok(())
+        }
+        Command::Migrate => {
+            telemetry::init_tracing(config.log_format)?;
+            let db = serve::connect_database(&config).await?;
+            db.migrate().await?;
+            db.close().await;
+            tracing::info!(database = db.backend_kind().as_str(), "migrations applied");
+            Ok(())
+        }
+        Command::Serve { .. } => {
+            // Refuse an unauthenticated public bind before touching anything else.
+            config.check_exposure()?;
+            telemetry::init_tracing(config.log_format)?;
+            let metrics = telemetry::install_metrics_recorder()?;
+            serve::serve(config, metrics).await
+        }
+    }
+}

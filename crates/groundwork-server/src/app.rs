@@ -1,0 +1,163 @@
+//! The application: shared state and the router with its middleware.
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, Uri};
+use axum::routing::get;
+use axum::{Extension, Router, middleware};
+use groundwork_db::Database;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::{ApiKeys, authenticate};
+use crate::config::{ApiKey, Config};
+use crate::error::ApiError;
+use crate::routes::system::OpenApiJson;
+use crate::routes::{agents, audit, prompts, system, tools, users, workflows};
+use crate::telemetry::track_http;
+
+/// What every handler can reach. Cheap to clone: every field is a handle.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database.
+    pub db: Database,
+    /// The configured API keys.
+    pub keys: Arc<ApiKeys>,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    /// State over `db`, accepting `keys`, rendering metrics through `metrics`.
+    #[must_use]
+    pub fn new(db: Database, keys: &[ApiKey], metrics: PrometheusHandle) -> Self {
+        Self {
+            db,
+            keys: Arc::new(ApiKeys::new(keys)),
+            metrics,
+        }
+    }
+}
+
+/// HTTP settings of [`app`].
+#[derive(Debug, Clone, Copy)]
+pub struct HttpSettings {
+    /// Largest accepted request body, in bytes.
+    pub body_limit_bytes: usize,
+}
+
+impl From<&Config> for HttpSettings {
+    fn from(config: &Config) -> Self {
+        Self {
+            body_limit_bytes: config.body_limit_bytes,
+        }
+    }
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            body_limit_bytes: Config::default().body_limit_bytes,
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Groundwork",
+        description = "Infrastructure layer and server for AI-agent backends. Errors are \
+            `{\"error\": {\"code\", \"message\"}}`; with API keys configured every route but \
+            /health needs `Authorization: Bearer <key>`."
+    ),
+    components(schemas(crate::error::ErrorBody)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The whole HTTP application over `state`.
+///
+/// # Panics
+/// Never in practice: rendering the OpenAPI document to JSON cannot fail for these types.
+pub fn app(state: AppState, settings: HttpSettings) -> Router {
+    let api = OpenApiRouter::new()
+        .routes(routes!(agents::create, agents::list))
+        .routes(routes!(agents::get, agents::update, agents::delete))
+        .routes(routes!(tools::for_agent))
+        .routes(routes!(tools::attach, tools::detach))
+        .routes(routes!(tools::create, tools::list))
+        .routes(routes!(tools::get, tools::update, tools::delete))
+        .routes(routes!(prompts::create, prompts::list))
+        .routes(routes!(prompts::get, prompts::update))
+        .routes(routes!(users::create, users::list))
+        .routes(routes!(users::get))
+        .routes(routes!(users::create_digest, users::list_digests))
+        .routes(routes!(workflows::create, workflows::list))
+        .routes(routes!(workflows::get, workflows::update, workflows::delete))
+        .routes(routes!(audit::list));
+    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(system::health))
+        .routes(routes!(system::ready))
+        .routes(routes!(system::metrics))
+        .routes(routes!(system::openapi))
+        .nest("/api/v1", api)
+        .split_for_parts();
+    let doc = doc
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"cannot render OpenAPI: {e}\"}}"));
+
+    router
+        // The system routes also answer under the API prefix.
+        .route("/api/v1/health", get(system::health))
+        .route("/api/v1/ready", get(system::ready))
+        .route("/api/v1/metrics", get(system::metrics))
+        .route("/api/v1/openapi.json", get(system::openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(Extension(OpenApiJson(Arc::from(doc))))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state.keys),
+            authenticate,
+        ))
+        .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
+        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+            tracing::error!("a request handler panicked");
+            axum::response::IntoResponse::into_response(ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error",
+            ))
+        }))
+        .layer(middleware::from_fn(track_http))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}

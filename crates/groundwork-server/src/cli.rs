@@ -1,0 +1,50 @@
+//! The `groundwork` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, LogFormat};
+
+/// Groundwork: infrastructure layer and server for AI-agent backends.
+#[derive(Debug, Parser)]
+#[command(name = "groundwork", version, about)]
+pub struct Cli {
+    /// TOML configuration file (settings below the environment variables in precedence).
+    #[arg(long, global = true, env = "GROUNDWORK_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log format (overrides GROUNDWORK_LOG_FORMAT and the file).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Migrate the database and serve the API.
+    Serve {
+        /// Address to listen on (overrides GROUNDWORK_BIND and the file).
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<SocketAddr>,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the effective configuration (secrets redacted) as TOML.
+    Config,
+}
+
+impl Cli {
+    /// Applies the command-line overrides, the last word in precedence.
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(format) = self.log_format {
+            config.log_format = format;
+        }
+        if let Command::Serve { bind: Some(bind) } = &self.command {
+            config.bind = *bind;
+        }
+    }
+}

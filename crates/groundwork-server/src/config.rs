@@ -1,0 +1,482 @@
+//! Effective configuration: defaults, then a TOML file, then `GROUNDWORK_*` environment
+//! variables, then command-line flags.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// What replaces a secret in printed configuration.
+const REDACTED: &str = "<redacted>";
+
+/// A problem with the configuration, reported at start with what to change.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The configuration file cannot be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid TOML for these settings.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's explanation (line, column, field).
+        message: String,
+    },
+    /// An environment variable has a value that cannot be used.
+    #[error("invalid value for {var}: {message}")]
+    Env {
+        /// The variable.
+        var: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// A setting is out of range or inconsistent.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// An API key: a name (recorded as the actor in the audit log) and its secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    /// Who uses the key; shown in the audit log.
+    pub name: String,
+    /// The bearer token. Never printed.
+    pub secret: String,
+}
+
+impl ApiKey {
+    /// Parses `name:secret`.
+    ///
+    /// # Errors
+    /// When the colon, the name or the secret is missing.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let (name, secret) = spec
+            .split_once(':')
+            .ok_or_else(|| "an API key must be written name:secret".to_owned())?;
+        let (name, secret) = (name.trim(), secret.trim());
+        if name.is_empty() || secret.is_empty() {
+            return Err("an API key needs both a name and a secret (name:secret)".to_owned());
+        }
+        if name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(format!(
+                "API key name {name:?} must be 1 to 64 characters of letters, digits, '-', '_' or '.'"
+            ));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            secret: secret.to_owned(),
+        })
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ApiKey({}:{REDACTED})", self.name)
+    }
+}
+
+impl Serialize for ApiKey {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format!("{}:{}", self.name, self.secret))
+    }
+}
+
+impl<'de> Deserialize<'de> for ApiKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let spec = String::deserialize(deserializer)?;
+        Self::parse(&spec).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Every setting of the server, with its default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on. Env `GROUNDWORK_BIND`. Default `127.0.0.1:8080`.
+    pub bind: SocketAddr,
+    /// `sqlite://PATH` or `postgres://…`. Env `GROUNDWORK_DATABASE_URL`.
+    /// Default `sqlite://./groundwork-data/groundwork.db`.
+    pub database_url: String,
+    /// Most pooled database connections. Env `GROUNDWORK_DATABASE_MAX_CONNECTIONS`. Default 10.
+    pub database_max_connections: u32,
+    /// Idle database connections kept open. Env `GROUNDWORK_DATABASE_MIN_CONNECTIONS`.
+    /// Default 2.
+    pub database_min_connections: u32,
+    /// Seconds a request waits for a pooled connection. Env
+    /// `GROUNDWORK_DATABASE_ACQUIRE_TIMEOUT_SECS`. Default 5.
+    pub database_acquire_timeout_secs: u64,
+    /// Redis, for shared caches (none by default). Env `GROUNDWORK_REDIS_URL`.
+    pub redis_url: Option<String>,
+    /// RabbitMQ; without it the database-backed queue is used. Env `GROUNDWORK_AMQP_URL`.
+    pub amqp_url: Option<String>,
+    /// `file://PATH` or `s3://bucket?endpoint=…`. Env `GROUNDWORK_STORAGE_URL`.
+    /// Default `file://./groundwork-data/files`.
+    pub storage_url: String,
+    /// OpenAI-compatible upstream. Env `GROUNDWORK_LLM_BASE_URL`.
+    pub llm_base_url: Option<String>,
+    /// Key for the upstream (never printed). Env `GROUNDWORK_LLM_API_KEY`.
+    pub llm_api_key: Option<String>,
+    /// `name:secret` pairs; when set, every route but `/health` needs
+    /// `Authorization: Bearer <secret>`. Env `GROUNDWORK_API_KEYS` (comma-separated).
+    pub api_keys: Vec<ApiKey>,
+    /// Largest accepted request body, in bytes. Env `GROUNDWORK_BODY_LIMIT_BYTES`.
+    /// Default 1 MiB.
+    pub body_limit_bytes: usize,
+    /// Seconds in-flight requests get to finish after SIGINT/SIGTERM. Env
+    /// `GROUNDWORK_SHUTDOWN_TIMEOUT_SECS`. Default 10.
+    pub shutdown_timeout_secs: u64,
+    /// `text` or `json`. Env `GROUNDWORK_LOG_FORMAT`. Default `text`.
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: "sqlite://./groundwork-data/groundwork.db".to_owned(),
+            database_max_connections: 10,
+            database_min_connections: 2,
+            database_acquire_timeout_secs: 5,
+            redis_url: None,
+            amqp_url: None,
+            storage_url: "file://./groundwork-data/files".to_owned(),
+            llm_base_url: None,
+            llm_api_key: None,
+            api_keys: Vec::new(),
+            body_limit_bytes: 1024 * 1024,
+            shutdown_timeout_secs: 10,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, overridden by `file` (if given), overridden by the variables `env` returns.
+    ///
+    /// `env` is the environment lookup (`|name| std::env::var(name).ok()` in `main`); an
+    /// empty value counts as unset.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the file, line or variable at fault.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?
+            }
+            None => Self::default(),
+        };
+        config.apply_env(|name| env(name).filter(|v| !v.trim().is_empty()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn parsed<T: std::str::FromStr>(
+            var: &'static str,
+            value: String,
+        ) -> Result<T, ConfigError>
+        where
+            T::Err: fmt::Display,
+        {
+            value.trim().parse().map_err(|e: T::Err| ConfigError::Env {
+                var,
+                message: format!("{value:?}: {e}"),
+            })
+        }
+        if let Some(v) = env("GROUNDWORK_BIND") {
+            self.bind = parsed("GROUNDWORK_BIND", v)?;
+        }
+        if let Some(v) = env("GROUNDWORK_DATABASE_URL") {
+            self.database_url = v;
+        }
+        if let Some(v) = env("GROUNDWORK_DATABASE_MAX_CONNECTIONS") {
+            self.database_max_connections = parsed("GROUNDWORK_DATABASE_MAX_CONNECTIONS", v)?;
+        }
+        if let Some(v) = env("GROUNDWORK_DATABASE_MIN_CONNECTIONS") {
+            self.database_min_connections = parsed("GROUNDWORK_DATABASE_MIN_CONNECTIONS", v)?;
+        }
+        if let Some(v) = env("GROUNDWORK_DATABASE_ACQUIRE_TIMEOUT_SECS") {
+            self.database_acquire_timeout_secs =
+                parsed("GROUNDWORK_DATABASE_ACQUIRE_TIMEOUT_SECS", v)?;
+        }
+        if let Some(v) = env("GROUNDWORK_REDIS_URL") {
+            self.redis_url = Some(v);
+        }
+        if let Some(v) = env("GROUNDWORK_AMQP_URL") {
+            self.amqp_url = Some(v);
+        }
+        if let Some(v) = env("GROUNDWORK_STORAGE_URL") {
+            self.storage_url = v;
+        }
+        if let Some(v) = env("GROUNDWORK_LLM_BASE_URL") {
+            self.llm_base_url = Some(v);
+        }
+        if let Some(v) = env("GROUNDWORK_LLM_API_KEY") {
+            self.llm_api_key = Some(v);
+        }
+        if let Some(v) = env("GROUNDWORK_API_KEYS") {
+            self.api_keys = v
+                .split(',')
+                .filter(|spec| !spec.trim().is_empty())
+                .map(|spec| {
+                    ApiKey::parse(spec).map_err(|message| ConfigError::Env {
+                        var: "GROUNDWORK_API_KEYS",
+                        message,
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(v) = env("GROUNDWORK_BODY_LIMIT_BYTES") {
+            self.body_limit_bytes = parsed("GROUNDWORK_BODY_LIMIT_BYTES", v)?;
+        }
+        if let Some(v) = env("GROUNDWORK_SHUTDOWN_TIMEOUT_SECS") {
+            self.shutdown_timeout_secs = parsed("GROUNDWORK_SHUTDOWN_TIMEOUT_SECS", v)?;
+        }
+        if let Some(v) = env("GROUNDWORK_LOG_FORMAT") {
+            self.log_format = match v.trim() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => {
+                    return Err(ConfigError::Env {
+                        var: "GROUNDWORK_LOG_FORMAT",
+                        message: format!("{other:?}: expected text or json"),
+                    });
+                }
+            };
+        }
+        Ok(())
+    }
+
+    /// Checks ranges and consistency (not the bind address: see [`Config::check_exposure`]).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] saying which setting is wrong.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.body_limit_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "body_limit_bytes must be greater than 0".to_owned(),
+            ));
+        }
+        if self.database_max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "database_max_connections must be at least 1".to_owned(),
+            ));
+        }
+        if self.database_min_connections > self.database_max_connections {
+            return Err(ConfigError::Invalid(format!(
+                "database_min_connections ({}) must not exceed database_max_connections ({})",
+                self.database_min_connections, self.database_max_connections
+            )));
+        }
+        let mut names: Vec<&str> = self.api_keys.iter().map(|k| k.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(dup) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ConfigError::Invalid(format!(
+                "API key name {:?} is used twice",
+                dup[0]
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses to expose an unauthenticated API: binding anything but a loopback address
+    /// needs at least one API key.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] with the fix.
+    pub fn check_exposure(&self) -> Result<(), ConfigError> {
+        if !self.bind.ip().is_loopback() && self.api_keys.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "refusing to listen on {} without API keys: anyone who can reach this address \
+                 could change your data. Set GROUNDWORK_API_KEYS=name:secret (comma-separated \
+                 for several) or api_keys = [\"name:secret\"] in the config file, or bind a \
+                 loopback address such as 127.0.0.1:{}",
+                self.bind,
+                self.bind.port()
+            )));
+        }
+        Ok(())
+    }
+
+    /// How long a request waits for a pooled database connection.
+    #[must_use]
+    pub fn database_acquire_timeout(&self) -> Duration {
+        Duration::from_secs(self.database_acquire_timeout_secs)
+    }
+
+    /// How long in-flight requests get at shutdown.
+    #[must_use]
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
+    /// A copy safe to print: API key secrets, the LLM key and URL passwords replaced.
+    #[must_use]
+    pub fn redacted(&self) -> Self {
+        let redact_url = |url: &String| groundwork_db::redact_password(url);
+        Self {
+            database_url: redact_url(&self.database_url),
+            redis_url: self.redis_url.as_ref().map(redact_url),
+            amqp_url: self.amqp_url.as_ref().map(redact_url),
+            storage_url: redact_url(&self.storage_url),
+            llm_base_url: self.llm_base_url.as_ref().map(redact_url),
+            llm_api_key: self.llm_api_key.as_ref().map(|_| REDACTED.to_owned()),
+            api_keys: self
+                .api_keys
+                .iter()
+                .map(|k| ApiKey {
+                    name: k.name.clone(),
+                    secret: REDACTED.to_owned(),
+                })
+                .collect(),
+            ..self.clone()
+        }
+    }
+
+    /// The redacted configuration as TOML, as `groundwork config` prints it.
+    ///
+    /// # Errors
+    /// If serialization fails (it does not for these types).
+    pub fn to_redacted_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(&self.redacted())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn defaults_are_embedded() -> anyhow::Result<()> {
+        let config = Config::load(None, env(&[]))?;
+        assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
+        assert!(config.database_url.starts_with("sqlite://"));
+        assert_eq!(config.body_limit_bytes, 1 << 20);
+        assert!(config.api_keys.is_empty());
+        config.check_exposure()?;
+        Ok(())
+    }
+
+    #[test]
+    fn env_overrides_file() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("g.toml");
+        std::fs::write(
+            &path,
+            "bind = \"127.0.0.1:9000\"\ndatabase_url = \"sqlite://from-file.db\"\napi_keys = [\"ops:file-secret\"]\n",
+        )?;
+        let config = Config::load(
+            Some(&path),
+            env(&[
+                ("GROUNDWORK_DATABASE_URL", "postgres://u:pw@h/db"),
+                ("GROUNDWORK_API_KEYS", "ci:one, admin:two"),
+                ("GROUNDWORK_REDIS_URL", ""),
+            ]),
+        )?;
+        assert_eq!(config.bind.port(), 9000);
+        assert_eq!(config.database_url, "postgres://u:pw@h/db");
+        let names: Vec<_> = config.api_keys.iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, ["ci", "admin"]);
+        assert_eq!(config.redis_url, None, "empty variables count as unset");
+        Ok(())
+    }
+
+    #[test]
+    fn bad_values_name_their_source() -> anyhow::Result<()> {
+        let err = Config::load(None, env(&[("GROUNDWORK_BIND", "nowhere")])).err();
+        assert!(
+            err.as_ref().is_some_and(|e| e.to_string().contains("GROUNDWORK_BIND")),
+            "{err:?}"
+        );
+        let err = Config::load(None, env(&[("GROUNDWORK_API_KEYS", "nocolon")])).err();
+        assert!(err.is_some_and(|e| e.to_string().contains("name:secret")));
+
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("g.toml");
+        std::fs::write(&path, "bnid = \"127.0.0.1:1\"\n")?;
+        let err = Config::load(Some(&path), env(&[])).err();
+        assert!(err.is_some_and(|e| e.to_string().contains("bnid")));
+        let err = Config::load(Some(&dir.path().join("missing.toml")), env(&[])).err();
+        assert!(matches!(err, Some(ConfigError::Read { .. })));
+        let err = Config::load(None, env(&[("GROUNDWORK_API_KEYS", "a:1,a:2")])).err();
+        assert!(err.is_some_and(|e| e.to_string().contains("used twice")));
+        Ok(())
+    }
+
+    #[test]
+    fn public_bind_needs_keys() -> anyhow::Result<()> {
+        let open = Config::load(None, env(&[("GROUNDWORK_BIND", "0.0.0.0:8080")]))?;
+        let err = open.check_exposure().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("GROUNDWORK_API_KEYS"), "{err}");
+        let keyed = Config::load(
+            None,
+            env(&[("GROUNDWORK_BIND", "0.0.0.0:8080"), ("GROUNDWORK_API_KEYS", "a:b")]),
+        )?;
+        keyed.check_exposure()?;
+        let v6 = Config::load(None, env(&[("GROUNDWORK_BIND", "[::1]:8080")]))?;
+        v6.check_exposure()?;
+        Ok(())
+    }
+
+    #[test]
+    fn printed_config_has_no_secrets() -> anyhow::Result<()> {
+        let config = Config::load(
+            None,
+            env(&[
+                ("GROUNDWORK_DATABASE_URL", "postgres://app:db-pass@h/db"),
+                ("GROUNDWORK_LLM_API_KEY", "sk-very-secret"),
+                ("GROUNDWORK_API_KEYS", "ci:key-secret"),
+                ("GROUNDWORK_REDIS_URL", "redis://:redis-pass@h:6379"),
+            ]),
+        )?;
+        let printed = config.to_redacted_toml()?;
+        for secret in ["db-pass", "sk-very-secret", "key-secret", "redis-pass"] {
+            assert!(!printed.contains(secret), "{secret} leaked:\n{printed}");
+        }
+        assert!(printed.contains("ci:<redacted>"));
+        let back: Config = toml::from_str(&printed)?;
+        assert_eq!(back.bind, config.bind, "printed config is loadable TOML");
+        Ok(())
+    }
+}
