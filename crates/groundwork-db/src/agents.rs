@@ -263,7 +263,11 @@ impl<'a> Agents<'a> {
     pub async fn create(&self, actor: &str, new: &NewAgent) -> Result<Agent> {
         validate::text("name", &new.name, limits::NAME)?;
         validate::text("type", &new.kind, limits::TYPE)?;
-        validate::optional_text("description", new.description.as_deref(), limits::DESCRIPTION)?;
+        validate::optional_text(
+            "description",
+            new.description.as_deref(),
+            limits::DESCRIPTION,
+        )?;
         validate::object("config", &new.config)?;
         let at = now();
         let agent = in_tx!(self.db, |tx, pg| {

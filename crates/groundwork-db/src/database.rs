@@ -182,7 +182,10 @@ impl Database {
     /// [`DbError::Unavailable`] when the database cannot be reached.
     pub async fn ping(&self) -> Result<Duration> {
         let started = Instant::now();
-        on_pool!(self, |pool| sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))?;
+        on_pool!(self, |pool| sqlx::query("SELECT 1")
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
         Ok(started.elapsed())
     }
 
@@ -227,8 +230,11 @@ async fn connect_sqlite(options: &DatabaseOptions) -> Result<SqlitePool> {
         .max_connections(options.max_connections.max(1))
         .acquire_timeout(options.acquire_timeout);
     if in_memory {
-        // An in-memory database lives as long as one connection to it: keep one forever.
+        // An in-memory database lives as long as a connection to it: keep exactly one,
+        // forever. (Several connections would share it in shared-cache mode, whose table
+        // locks fail with SQLITE_LOCKED instead of waiting out the busy timeout.)
         pool = pool
+            .max_connections(1)
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None);
@@ -238,11 +244,10 @@ async fn connect_sqlite(options: &DatabaseOptions) -> Result<SqlitePool> {
 
 fn create_parent_dir(file: &Path) -> Result<()> {
     match file.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => {
-            std::fs::create_dir_all(dir).map_err(|e| {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => std::fs::create_dir_all(dir)
+            .map_err(|e| {
                 DbError::Config(format!("cannot create directory {}: {e}", dir.display()))
-            })
-        }
+            }),
         _ => Ok(()),
     }
 }
@@ -370,9 +375,15 @@ mod tests {
         let Backend::Sqlite(pool) = db.backend() else {
             anyhow::bail!("expected sqlite");
         };
-        let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(pool).await?;
-        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(pool).await?;
-        let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout").fetch_one(pool).await?;
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(pool)
+            .await?;
+        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(pool)
+            .await?;
+        let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(pool)
+            .await?;
         assert_eq!(mode, "wal");
         assert_eq!(fk, 1);
         assert_eq!(busy, 5000);

@@ -201,11 +201,23 @@ mod tests {
 
     #[test]
     fn pool_failures_are_unavailable() {
-        assert_eq!(DbError::from(sqlx::Error::PoolTimedOut).kind(), ErrorKind::Unavailable);
-        assert_eq!(DbError::from(sqlx::Error::PoolClosed).kind(), ErrorKind::Unavailable);
+        assert_eq!(
+            DbError::from(sqlx::Error::PoolTimedOut).kind(),
+            ErrorKind::Unavailable
+        );
+        assert_eq!(
+            DbError::from(sqlx::Error::PoolClosed).kind(),
+            ErrorKind::Unavailable
+        );
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        assert_eq!(DbError::from(sqlx::Error::Io(io)).kind(), ErrorKind::Unavailable);
-        assert_eq!(DbError::from(sqlx::Error::RowNotFound).kind(), ErrorKind::NotFound);
+        assert_eq!(
+            DbError::from(sqlx::Error::Io(io)).kind(),
+            ErrorKind::Unavailable
+        );
+        assert_eq!(
+            DbError::from(sqlx::Error::RowNotFound).kind(),
+            ErrorKind::NotFound
+        );
     }
 
     #[test]

@@ -301,9 +301,8 @@ impl<'a> Prompts<'a> {
             .fetch_optional(&mut *tx)
             .await
             .map_err(|e| {
-                DbError::from(e).on_conflict(|| {
-                    "another prompt already has this name and version".to_owned()
-                })
+                DbError::from(e)
+                    .on_conflict(|| "another prompt already has this name and version".to_owned())
             })?
             .ok_or_else(|| DbError::not_found("prompt", id))?;
             record_change!(tx, pg, Entity::Prompt, id, None::<i64>, Op::Upsert);

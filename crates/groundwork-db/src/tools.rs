@@ -305,7 +305,11 @@ impl<'a> Tools<'a> {
     pub async fn create(&self, actor: &str, new: &NewTool) -> Result<Tool> {
         validate::text("name", &new.name, limits::NAME)?;
         validate::text("type", &new.kind, limits::TYPE)?;
-        validate::optional_text("description", new.description.as_deref(), limits::DESCRIPTION)?;
+        validate::optional_text(
+            "description",
+            new.description.as_deref(),
+            limits::DESCRIPTION,
+        )?;
         validate::object("config", &new.config)?;
         let at = now();
         let tool = in_tx!(self.db, |tx, pg| {
@@ -478,7 +482,14 @@ impl<'a> Tools<'a> {
             .fetch_one(&mut *tx)
             .await?;
             let created = row.created_at == at;
-            record_change!(tx, pg, Entity::AgentTool, agent_id, Some(tool_id), Op::Upsert);
+            record_change!(
+                tx,
+                pg,
+                Entity::AgentTool,
+                agent_id,
+                Some(tool_id),
+                Op::Upsert
+            );
             record_audit!(
                 tx,
                 AuditRecord {
@@ -505,12 +516,13 @@ impl<'a> Tools<'a> {
     /// [`DbError::NotFound`] when the agent does not exist or the tool is not attached.
     pub async fn detach(&self, actor: &str, agent_id: i64, tool_id: i64) -> Result<()> {
         in_tx!(self.db, |tx, pg| {
-            let deleted = sqlx::query("DELETE FROM agent_tools WHERE agent_id = $1 AND tool_id = $2")
-                .bind(agent_id)
-                .bind(tool_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let deleted =
+                sqlx::query("DELETE FROM agent_tools WHERE agent_id = $1 AND tool_id = $2")
+                    .bind(agent_id)
+                    .bind(tool_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
             if deleted == 0 {
                 let agent: Option<i64> = sqlx::query_scalar("SELECT id FROM agents WHERE id = $1")
                     .bind(agent_id)
@@ -524,7 +536,14 @@ impl<'a> Tools<'a> {
                     },
                 });
             }
-            record_change!(tx, pg, Entity::AgentTool, agent_id, Some(tool_id), Op::Delete);
+            record_change!(
+                tx,
+                pg,
+                Entity::AgentTool,
+                agent_id,
+                Some(tool_id),
+                Op::Delete
+            );
             record_audit!(
                 tx,
                 AuditRecord {

@@ -175,7 +175,8 @@ impl<'a> Users<'a> {
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| {
-                DbError::from(e).on_conflict(|| format!("a user with email {email:?} already exists"))
+                DbError::from(e)
+                    .on_conflict(|| format!("a user with email {email:?} already exists"))
             })?;
             record_audit!(
                 tx,

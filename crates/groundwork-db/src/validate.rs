@@ -64,7 +64,10 @@ fn bounded(field: &str, value: &str, max: usize) -> Result<()> {
             "{field} must be at most {max} characters, got {len}"
         )));
     }
-    if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
         return Err(DbError::invalid(format!(
             "{field} must not contain control characters"
         )));
@@ -141,7 +144,10 @@ mod tests {
     fn json_shapes() {
         assert!(object("config", &json!({})).is_ok());
         let err = object("config", &json!([1])).err().map(|e| e.to_string());
-        assert_eq!(err.as_deref(), Some("config must be a JSON object, got an array"));
+        assert_eq!(
+            err.as_deref(),
+            Some("config must be a JSON object, got an array")
+        );
         assert!(array("steps", &json!([])).is_ok());
         assert!(array("steps", &json!("x")).is_err());
     }

@@ -136,7 +136,11 @@ impl<'a> Workflows<'a> {
     /// [`DbError::Conflict`] when the name is taken.
     pub async fn create(&self, actor: &str, new: &NewWorkflow) -> Result<Workflow> {
         validate::text("name", &new.name, limits::NAME)?;
-        validate::optional_text("description", new.description.as_deref(), limits::DESCRIPTION)?;
+        validate::optional_text(
+            "description",
+            new.description.as_deref(),
+            limits::DESCRIPTION,
+        )?;
         validate::array("steps", &new.steps)?;
         let at = now();
         let workflow = in_tx!(self.db, |tx, _pg| {
@@ -235,9 +239,7 @@ impl<'a> Workflows<'a> {
                     .await
                     .map_err(|e| match DbError::from(e) {
                         DbError::Invalid { source, .. } => DbError::Conflict {
-                            message: format!(
-                                "workflow {id} has executions and cannot be deleted"
-                            ),
+                            message: format!("workflow {id} has executions and cannot be deleted"),
                             source,
                         },
                         other => other,
@@ -312,7 +314,11 @@ impl TryFrom<String> for ExecutionStatus {
             "completed" => Self::Completed,
             "failed" => Self::Failed,
             "retrying" => Self::Retrying,
-            other => return Err(DbError::invalid(format!("unknown execution status {other:?}"))),
+            other => {
+                return Err(DbError::invalid(format!(
+                    "unknown execution status {other:?}"
+                )));
+            }
         })
     }
 }
@@ -390,10 +396,11 @@ impl<'a> Executions<'a> {
     pub async fn create(&self, actor: &str, workflow_id: i64, input: &Value) -> Result<Execution> {
         let at = now();
         let execution = in_tx!(self.db, |tx, _pg| {
-            let workflow: Option<i64> = sqlx::query_scalar("SELECT id FROM workflows WHERE id = $1")
-                .bind(workflow_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let workflow: Option<i64> =
+                sqlx::query_scalar("SELECT id FROM workflows WHERE id = $1")
+                    .bind(workflow_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             workflow.ok_or_else(|| DbError::not_found("workflow", workflow_id))?;
             let execution = sqlx::query_as::<_, Execution>(concat!(
                 "INSERT INTO executions (workflow_id, status, input, attempts, created_at, ",

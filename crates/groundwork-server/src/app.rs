@@ -112,7 +112,11 @@ pub fn app(state: AppState, settings: HttpSettings) -> Router {
         .routes(routes!(users::get))
         .routes(routes!(users::create_digest, users::list_digests))
         .routes(routes!(workflows::create, workflows::list))
-        .routes(routes!(workflows::get, workflows::update, workflows::delete))
+        .routes(routes!(
+            workflows::get,
+            workflows::update,
+            workflows::delete
+        ))
         .routes(routes!(audit::list));
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(system::health))
@@ -139,13 +143,15 @@ pub fn app(state: AppState, settings: HttpSettings) -> Router {
             authenticate,
         ))
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
-        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
-            tracing::error!("a request handler panicked");
-            axum::response::IntoResponse::into_response(ApiError::new(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error",
-            ))
-        }))
+        .layer(CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                tracing::error!("a request handler panicked");
+                axum::response::IntoResponse::into_response(ApiError::new(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error",
+                ))
+            },
+        ))
         .layer(middleware::from_fn(track_http))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -75,7 +75,11 @@ fn is_public(path: &str) -> bool {
 }
 
 /// Middleware: authenticates the request and inserts its [`Actor`].
-pub async fn authenticate(State(keys): State<Arc<ApiKeys>>, mut req: Request, next: Next) -> Response {
+pub async fn authenticate(
+    State(keys): State<Arc<ApiKeys>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     if !keys.enabled() {
         req.extensions_mut().insert(Actor(Arc::from("anonymous")));
         return next.run(req).await;

@@ -78,7 +78,11 @@ impl ApiKey {
         if name.is_empty() || secret.is_empty() {
             return Err("an API key needs both a name and a secret (name:secret)".to_owned());
         }
-        if name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        if name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
             return Err(format!(
                 "API key name {name:?} must be 1 to 64 characters of letters, digits, '-', '_' or '.'"
             ));
@@ -202,10 +206,7 @@ impl Config {
     }
 
     fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        fn parsed<T: std::str::FromStr>(
-            var: &'static str,
-            value: String,
-        ) -> Result<T, ConfigError>
+        fn parsed<T: std::str::FromStr>(var: &'static str, value: String) -> Result<T, ConfigError>
         where
             T::Err: fmt::Display,
         {
@@ -426,7 +427,8 @@ mod tests {
     fn bad_values_name_their_source() -> anyhow::Result<()> {
         let err = Config::load(None, env(&[("GROUNDWORK_BIND", "nowhere")])).err();
         assert!(
-            err.as_ref().is_some_and(|e| e.to_string().contains("GROUNDWORK_BIND")),
+            err.as_ref()
+                .is_some_and(|e| e.to_string().contains("GROUNDWORK_BIND")),
             "{err:?}"
         );
         let err = Config::load(None, env(&[("GROUNDWORK_API_KEYS", "nocolon")])).err();
@@ -447,11 +449,18 @@ mod tests {
     #[test]
     fn public_bind_needs_keys() -> anyhow::Result<()> {
         let open = Config::load(None, env(&[("GROUNDWORK_BIND", "0.0.0.0:8080")]))?;
-        let err = open.check_exposure().err().map(|e| e.to_string()).unwrap_or_default();
+        let err = open
+            .check_exposure()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("GROUNDWORK_API_KEYS"), "{err}");
         let keyed = Config::load(
             None,
-            env(&[("GROUNDWORK_BIND", "0.0.0.0:8080"), ("GROUNDWORK_API_KEYS", "a:b")]),
+            env(&[
+                ("GROUNDWORK_BIND", "0.0.0.0:8080"),
+                ("GROUNDWORK_API_KEYS", "a:b"),
+            ]),
         )?;
         keyed.check_exposure()?;
         let v6 = Config::load(None, env(&[("GROUNDWORK_BIND", "[::1]:8080")]))?;

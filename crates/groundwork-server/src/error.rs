@@ -141,9 +141,17 @@ mod tests {
     #[test]
     fn database_kinds_map_to_statuses() {
         let cases = [
-            (DbError::not_found("agent", 42), StatusCode::NOT_FOUND, "agent 42 not found"),
+            (
+                DbError::not_found("agent", 42),
+                StatusCode::NOT_FOUND,
+                "agent 42 not found",
+            ),
             (DbError::conflict("taken"), StatusCode::CONFLICT, "taken"),
-            (DbError::invalid("bad"), StatusCode::UNPROCESSABLE_ENTITY, "bad"),
+            (
+                DbError::invalid("bad"),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "bad",
+            ),
         ];
         for (err, status, message) in cases {
             let api = ApiError::from(err);
@@ -154,7 +162,10 @@ mod tests {
         assert_eq!(api.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(api.code(), "unavailable");
         let api = ApiError::from(DbError::Internal(sqlx_timeout()));
-        assert_eq!((api.status(), api.message.as_str()), (StatusCode::INTERNAL_SERVER_ERROR, "internal error"));
+        assert_eq!(
+            (api.status(), api.message.as_str()),
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        );
     }
 
     fn sqlx_timeout() -> sqlx::Error {

@@ -19,9 +19,12 @@ pub async fn connect_database(config: &Config) -> anyhow::Result<Database> {
         .max_connections(config.database_max_connections)
         .min_connections(config.database_min_connections)
         .acquire_timeout(config.database_acquire_timeout());
-    Database::connect(options)
-        .await
-        .with_context(|| format!("cannot open database {}", redact_password(&config.database_url)))
+    Database::connect(options).await.with_context(|| {
+        format!(
+            "cannot open database {}",
+            redact_password(&config.database_url)
+        )
+    })
 }
 
 /// Runs the server until SIGINT or SIGTERM: refuses an unauthenticated public bind, migrates
@@ -63,7 +66,9 @@ pub async fn serve(config: Config, metrics: PrometheusHandle) -> anyhow::Result<
         } => None,
     };
     match outcome {
-        Some(joined) => joined.context("server task failed")?.context("server failed")?,
+        Some(joined) => joined
+            .context("server task failed")?
+            .context("server failed")?,
         None => {
             tracing::warn!(
                 deadline_secs = deadline.as_secs(),

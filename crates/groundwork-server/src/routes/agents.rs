@@ -96,7 +96,9 @@ pub async fn update(
     ApiPath(id): ApiPath<i64>,
     ApiJson(patch): ApiJson<AgentPatch>,
 ) -> Result<Json<Agent>, ApiError> {
-    Ok(Json(state.db.agents().update(actor.name(), id, &patch).await?))
+    Ok(Json(
+        state.db.agents().update(actor.name(), id, &patch).await?,
+    ))
 }
 
 /// Delete an agent and its tool attachments.

@@ -87,7 +87,9 @@ pub async fn get(
     ApiPath(id): ApiPath<i64>,
     ApiQuery(query): ApiQuery<GetPrompt>,
 ) -> Result<Json<Prompt>, ApiError> {
-    Ok(Json(state.db.prompts().get(id, query.include_inactive).await?))
+    Ok(Json(
+        state.db.prompts().get(id, query.include_inactive).await?,
+    ))
 }
 
 /// Change some fields of a prompt (active or not).
@@ -105,5 +107,7 @@ pub async fn update(
     ApiPath(id): ApiPath<i64>,
     ApiJson(patch): ApiJson<PromptPatch>,
 ) -> Result<Json<Prompt>, ApiError> {
-    Ok(Json(state.db.prompts().update(actor.name(), id, &patch).await?))
+    Ok(Json(
+        state.db.prompts().update(actor.name(), id, &patch).await?,
+    ))
 }

@@ -4,7 +4,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use groundwork_db::{AgentTool, AttachedTool, Attachment, Listing, NewTool, Tool, ToolFilter, ToolPatch};
+use groundwork_db::{
+    AgentTool, AttachedTool, Attachment, Listing, NewTool, Tool, ToolFilter, ToolPatch,
+};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -96,7 +98,9 @@ pub async fn update(
     ApiPath(id): ApiPath<i64>,
     ApiJson(patch): ApiJson<ToolPatch>,
 ) -> Result<Json<Tool>, ApiError> {
-    Ok(Json(state.db.tools().update(actor.name(), id, &patch).await?))
+    Ok(Json(
+        state.db.tools().update(actor.name(), id, &patch).await?,
+    ))
 }
 
 /// Delete a tool, detaching it from every agent.
@@ -161,7 +165,11 @@ pub async fn detach(
     Extension(actor): Extension<Actor>,
     ApiPath((agent_id, tool_id)): ApiPath<(i64, i64)>,
 ) -> Result<StatusCode, ApiError> {
-    state.db.tools().detach(actor.name(), agent_id, tool_id).await?;
+    state
+        .db
+        .tools()
+        .detach(actor.name(), agent_id, tool_id)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

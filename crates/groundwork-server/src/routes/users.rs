@@ -95,7 +95,11 @@ pub async fn create_digest(
     ApiPath(user_id): ApiPath<i64>,
     ApiJson(new): ApiJson<NewDigest>,
 ) -> Result<Response, ApiError> {
-    let digest = state.db.digests().create(actor.name(), user_id, &new).await?;
+    let digest = state
+        .db
+        .digests()
+        .create(actor.name(), user_id, &new)
+        .await?;
     Ok(created(format!("/api/v1/users/{user_id}/digests"), digest))
 }
 

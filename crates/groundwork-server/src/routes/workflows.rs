@@ -39,7 +39,10 @@ pub async fn create(
     ApiJson(new): ApiJson<NewWorkflow>,
 ) -> Result<Response, ApiError> {
     let workflow = state.db.workflows().create(actor.name(), &new).await?;
-    Ok(created(format!("/api/v1/workflows/{}", workflow.id), workflow))
+    Ok(created(
+        format!("/api/v1/workflows/{}", workflow.id),
+        workflow,
+    ))
 }
 
 /// List workflows, by id.
@@ -85,7 +88,13 @@ pub async fn update(
     ApiPath(id): ApiPath<i64>,
     ApiJson(patch): ApiJson<WorkflowPatch>,
 ) -> Result<Json<Workflow>, ApiError> {
-    Ok(Json(state.db.workflows().update(actor.name(), id, &patch).await?))
+    Ok(Json(
+        state
+            .db
+            .workflows()
+            .update(actor.name(), id, &patch)
+            .await?,
+    ))
 }
 
 /// Delete a workflow that has no executions.
