@@ -5,10 +5,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::types::Json;
 
+use crate::BackendKind;
 use crate::Database;
 use crate::audit::{AuditRecord, record_audit};
 use crate::changes::{Entity, Op, record_change};
-use crate::database::{in_tx, now, on_pool};
+use crate::database::{ascii_lower_name, in_tx, now, on_pool};
 use crate::error::{DbError, Result};
 use crate::page::{Listing, Page};
 use crate::validate::{self, limits};
@@ -224,32 +225,55 @@ impl<'a> Agents<'a> {
     pub async fn list(&self, filter: &AgentFilter, page: Page) -> Result<Listing<Agent>> {
         let kind = filter.kind.as_deref();
         let status = filter.status.map(AgentStatus::as_str);
-        let name = filter.name_contains.as_deref().map(validate::like_contains);
+        let name = filter
+            .name_contains
+            .as_deref()
+            .map(|n| validate::like_contains(&n.to_ascii_lowercase()));
+        macro_rules! filtered {
+            ($name:expr) => {
+                concat!(
+                    " FROM agents WHERE ($1 IS NULL OR type = $1) AND ($2 IS NULL OR status = $2) ",
+                    "AND ($3 IS NULL OR ",
+                    $name,
+                    " LIKE $3 ESCAPE '\\')"
+                )
+            };
+        }
+        let (items_sql, count_sql) = match self.db.backend_kind() {
+            BackendKind::Sqlite => (
+                concat!(
+                    "SELECT ",
+                    agent_columns!(),
+                    filtered!(ascii_lower_name!(sqlite)),
+                    " ORDER BY id LIMIT $4 OFFSET $5"
+                ),
+                concat!("SELECT COUNT(*)", filtered!(ascii_lower_name!(sqlite))),
+            ),
+            BackendKind::Postgres => (
+                concat!(
+                    "SELECT ",
+                    agent_columns!(),
+                    filtered!(ascii_lower_name!(postgres)),
+                    " ORDER BY id LIMIT $4 OFFSET $5"
+                ),
+                concat!("SELECT COUNT(*)", filtered!(ascii_lower_name!(postgres))),
+            ),
+        };
         let (items, total) = on_pool!(self.db, |pool| {
-            let items = sqlx::query_as::<_, Agent>(concat!(
-                "SELECT ",
-                agent_columns!(),
-                " FROM agents WHERE ($1 IS NULL OR type = $1) AND ($2 IS NULL OR status = $2) ",
-                "AND ($3 IS NULL OR LOWER(name) LIKE LOWER($3) ESCAPE '\\') ",
-                "ORDER BY id LIMIT $4 OFFSET $5"
-            ))
-            .bind(kind)
-            .bind(status)
-            .bind(name.as_deref())
-            .bind(page.limit())
-            .bind(page.offset())
-            .fetch_all(pool)
-            .await?;
-            let total: i64 = sqlx::query_scalar(concat!(
-                "SELECT COUNT(*) FROM agents WHERE ($1 IS NULL OR type = $1) ",
-                "AND ($2 IS NULL OR status = $2) ",
-                "AND ($3 IS NULL OR LOWER(name) LIKE LOWER($3) ESCAPE '\\')"
-            ))
-            .bind(kind)
-            .bind(status)
-            .bind(name.as_deref())
-            .fetch_one(pool)
-            .await?;
+            let items = sqlx::query_as::<_, Agent>(items_sql)
+                .bind(kind)
+                .bind(status)
+                .bind(name.as_deref())
+                .bind(page.limit())
+                .bind(page.offset())
+                .fetch_all(pool)
+                .await?;
+            let total: i64 = sqlx::query_scalar(count_sql)
+                .bind(kind)
+                .bind(status)
+                .bind(name.as_deref())
+                .fetch_one(pool)
+                .await?;
             Ok::<_, sqlx::Error>((items, total))
         })?;
         Ok(Listing { items, total })

@@ -7,7 +7,7 @@ use serde_json::Value;
 use sqlx::types::Json;
 
 use crate::Database;
-use crate::database::{now, on_pool};
+use crate::database::{ceil_micros, now, on_pool};
 use crate::error::Result;
 use crate::page::{Listing, Page};
 use crate::validate;
@@ -85,6 +85,8 @@ impl<'a> Audit<'a> {
         validate::text("actor", actor, validate::limits::NAME)?;
         validate::text("action", action, validate::limits::NAME)?;
         validate::text("entity_type", entity_type, validate::limits::TYPE)?;
+        validate::optional_text("entity_id", entity_id, validate::limits::NAME)?;
+        validate::json("details", &details)?;
         let entry = on_pool!(self.db, |pool| {
             sqlx::query_as::<_, AuditEntry>(
                 "INSERT INTO audit_log (actor, action, entity_type, entity_id, details, at) \
@@ -108,6 +110,10 @@ impl<'a> Audit<'a> {
     /// # Errors
     /// [`crate::DbError::Unavailable`] when the database cannot be reached.
     pub async fn list(&self, filter: &AuditFilter, page: Page) -> Result<Listing<AuditEntry>> {
+        // Stored times have microseconds; round the bounds so that "at or after since" and
+        // "before until" hold exactly, whatever precision the caller passed.
+        let since = filter.since.map(ceil_micros);
+        let until = filter.until.map(ceil_micros);
         let (items, total) = on_pool!(self.db, |pool| {
             let items = sqlx::query_as::<_, AuditEntry>(concat!(
                 "SELECT id, actor, action, entity_type, entity_id, details, at FROM audit_log ",
@@ -119,8 +125,8 @@ impl<'a> Audit<'a> {
             .bind(filter.actor.as_deref())
             .bind(filter.action.as_deref())
             .bind(filter.entity_type.as_deref())
-            .bind(filter.since)
-            .bind(filter.until)
+            .bind(since)
+            .bind(until)
             .bind(page.limit())
             .bind(page.offset())
             .fetch_all(pool)
@@ -134,8 +140,8 @@ impl<'a> Audit<'a> {
             .bind(filter.actor.as_deref())
             .bind(filter.action.as_deref())
             .bind(filter.entity_type.as_deref())
-            .bind(filter.since)
-            .bind(filter.until)
+            .bind(since)
+            .bind(until)
             .fetch_one(pool)
             .await?;
             Ok::<_, sqlx::Error>((items, total))

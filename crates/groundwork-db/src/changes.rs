@@ -170,14 +170,14 @@ impl<'a> Changes<'a> {
                  WHERE seq > $1 ORDER BY seq LIMIT $2",
             )
             .bind(cursor)
-            .bind(limit + 1)
+            .bind(limit.saturating_add(1))
             .fetch_all(pool)
             .await
         })?;
-        let has_more = rows.len() as i64 > limit;
+        let has_more = i64::try_from(rows.len()).unwrap_or(i64::MAX) > limit;
         let changes = rows
             .into_iter()
-            .take(limit as usize)
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
             .map(Change::try_from)
             .collect::<Result<Vec<_>>>()?;
         let next_cursor = changes.last().map_or(cursor, |c| c.seq);

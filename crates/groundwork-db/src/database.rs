@@ -296,6 +296,37 @@ pub fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
+/// `at` rounded down to a microsecond, the precision both engines store.
+#[must_use]
+pub(crate) fn to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.trunc_subsecs(6)
+}
+
+/// `at` rounded up to a microsecond: for a stored (microsecond) time `t`, `t >= at` exactly
+/// when `t >= ceil_micros(at)`, and `t < at` exactly when `t < ceil_micros(at)`.
+#[must_use]
+pub(crate) fn ceil_micros(at: DateTime<Utc>) -> DateTime<Utc> {
+    let down = at.trunc_subsecs(6);
+    if down == at {
+        at
+    } else {
+        down + chrono::TimeDelta::microseconds(1)
+    }
+}
+
+/// SQL for `name` with ASCII letters folded to lower case and nothing else, per engine, so a
+/// case-insensitive match behaves the same on both: SQLite's `lower()` folds ASCII only, while
+/// PostgreSQL's `LOWER()` folds by the server's locale, hence `translate` there.
+macro_rules! ascii_lower_name {
+    (sqlite) => {
+        "lower(name)"
+    };
+    (postgres) => {
+        "translate(name, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')"
+    };
+}
+pub(crate) use ascii_lower_name;
+
 /// Runs `$body` with `$pool` bound to the concrete pool of the handle's backend.
 ///
 /// The body is compiled once per backend, so one query text serves both engines with
@@ -344,6 +375,22 @@ pub(crate) use in_tx;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn microsecond_rounding() {
+        use chrono::TimeZone;
+        let exact = Utc.timestamp_opt(1_700_000_000, 123_456_000).single();
+        let between = Utc.timestamp_opt(1_700_000_000, 123_456_500).single();
+        let (Some(exact), Some(between)) = (exact, between) else {
+            panic!("valid timestamps");
+        };
+        assert_eq!(ceil_micros(exact), exact);
+        assert_eq!(to_micros(between), exact);
+        assert_eq!(
+            ceil_micros(between),
+            exact + chrono::TimeDelta::microseconds(1)
+        );
+    }
 
     #[test]
     fn passwords_are_redacted() {

@@ -131,15 +131,22 @@ impl From<sqlx::Error> for DbError {
                     source: Some(err),
                 },
                 Kind::ForeignKeyViolation => Self::Invalid {
-                    message: "a referenced row does not exist".to_owned(),
+                    message: "a referenced row does not exist, or the row is still referenced"
+                        .to_owned(),
                     source: Some(err),
                 },
                 Kind::NotNullViolation | Kind::CheckViolation => Self::Invalid {
                     message: "a value breaks a constraint of the table".to_owned(),
                     source: Some(err),
                 },
-                _ if is_transient_code(db.code().as_deref()) => Self::Unavailable(err),
-                _ => Self::Internal(err),
+                _ => match classify_code(db.as_ref()) {
+                    CodeClass::Transient => Self::Unavailable(err),
+                    CodeClass::BadValue => Self::Invalid {
+                        message: "a value cannot be stored as given".to_owned(),
+                        source: Some(err),
+                    },
+                    CodeClass::Other => Self::Internal(err),
+                },
             },
             sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
@@ -162,23 +169,57 @@ impl From<sqlx::migrate::MigrateError> for DbError {
     }
 }
 
-/// Whether a database error code means "try again later" rather than "this request is wrong".
-///
-/// PostgreSQL SQLSTATE classes 08 (connection exception), 53 (insufficient resources),
-/// 57P0x (operator intervention: shutdown, crash) and 40001/40P01 (serialization failure,
-/// deadlock); SQLite primary result codes 5 (`SQLITE_BUSY`) and 6 (`SQLITE_LOCKED`), which
-/// sqlx reports as the extended code whose low byte is the primary code.
-fn is_transient_code(code: Option<&str>) -> bool {
-    let Some(code) = code else { return false };
-    if code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") {
-        return true;
+/// What a database error code says about the failure, beyond sqlx's [`sqlx::error::ErrorKind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CodeClass {
+    /// Trying again later may succeed.
+    Transient,
+    /// The input cannot be stored (a constraint or a value the engine rejects).
+    BadValue,
+    /// Anything else.
+    Other,
+}
+
+/// Classifies by the engine's own code: SQLSTATE on PostgreSQL, result code on SQLite. The
+/// engine is identified by the error's type, so the two code spaces never mix.
+fn classify_code(db: &dyn sqlx::error::DatabaseError) -> CodeClass {
+    if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        postgres_class(pg.code())
+    } else if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        db.code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .map_or(CodeClass::Other, sqlite_class)
+    } else {
+        CodeClass::Other
     }
-    if code == "40001" || code == "40P01" {
-        return true;
+}
+
+/// PostgreSQL SQLSTATE: classes 08 (connection exception), 53 (insufficient resources),
+/// 57P0x (shutdown, crash), 40001 / 40P01 (serialization failure, deadlock) are transient;
+/// classes 22 (data exception: bad encoding, out of range) and 23 (integrity) are bad values.
+fn postgres_class(sqlstate: &str) -> CodeClass {
+    if sqlstate.starts_with("08")
+        || sqlstate.starts_with("53")
+        || sqlstate.starts_with("57P")
+        || sqlstate == "40001"
+        || sqlstate == "40P01"
+    {
+        CodeClass::Transient
+    } else if sqlstate.starts_with("22") || sqlstate.starts_with("23") {
+        CodeClass::BadValue
+    } else {
+        CodeClass::Other
     }
-    match code.parse::<i32>() {
-        Ok(sqlite) => matches!(sqlite & 0xff, 5 | 6),
-        Err(_) => false,
+}
+
+/// SQLite result code (sqlx reports the extended code; its low byte is the primary code):
+/// 5 `SQLITE_BUSY`, 6 `SQLITE_LOCKED` are transient; 19 `SQLITE_CONSTRAINT` (including the
+/// `ON DELETE RESTRICT` trigger variant, 1811) and 20 `SQLITE_MISMATCH` are bad values.
+fn sqlite_class(code: i32) -> CodeClass {
+    match code & 0xff {
+        5 | 6 => CodeClass::Transient,
+        19 | 20 => CodeClass::BadValue,
+        _ => CodeClass::Other,
     }
 }
 
@@ -187,16 +228,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn transient_codes_are_recognised_by_code_not_text() {
-        assert!(is_transient_code(Some("08006")));
-        assert!(is_transient_code(Some("57P01")));
-        assert!(is_transient_code(Some("53300")));
-        assert!(is_transient_code(Some("40001")));
-        assert!(is_transient_code(Some("5")));
-        assert!(is_transient_code(Some("517"))); // SQLITE_BUSY_SNAPSHOT
-        assert!(!is_transient_code(Some("23505")));
-        assert!(!is_transient_code(Some("19")));
-        assert!(!is_transient_code(None));
+    fn codes_are_read_per_engine() {
+        assert_eq!(postgres_class("08006"), CodeClass::Transient);
+        assert_eq!(postgres_class("57P01"), CodeClass::Transient);
+        assert_eq!(postgres_class("53300"), CodeClass::Transient);
+        assert_eq!(postgres_class("40001"), CodeClass::Transient);
+        assert_eq!(postgres_class("22021"), CodeClass::BadValue);
+        assert_eq!(postgres_class("23503"), CodeClass::BadValue);
+        // 42501 (permission denied) has a low byte of 5: it must not read as SQLITE_BUSY.
+        assert_eq!(postgres_class("42501"), CodeClass::Other);
+        assert_eq!(sqlite_class(5), CodeClass::Transient);
+        assert_eq!(sqlite_class(517), CodeClass::Transient); // SQLITE_BUSY_SNAPSHOT
+        assert_eq!(sqlite_class(1811), CodeClass::BadValue); // RESTRICT
+        assert_eq!(sqlite_class(787), CodeClass::BadValue);
+        assert_eq!(sqlite_class(1), CodeClass::Other);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use sqlx::types::Json;
 
 use crate::Database;
 use crate::agents::empty_object;
-use crate::database::{now, on_pool};
+use crate::database::{now, on_pool, to_micros};
 use crate::error::{DbError, Result};
 use crate::validate;
 
@@ -72,7 +72,8 @@ impl<'a> Sessions<'a> {
     pub async fn create(&self, new: &NewSession) -> Result<Session> {
         validate::object("metadata", &new.metadata)?;
         let at = now();
-        if new.expires_at <= at {
+        let expires_at = to_micros(new.expires_at);
+        if expires_at <= at {
             return Err(DbError::invalid("expires_at must be in the future"));
         }
         let session = on_pool!(self.db, |pool| {
@@ -85,7 +86,7 @@ impl<'a> Sessions<'a> {
             .bind(new.agent_id)
             .bind(Json(&new.metadata))
             .bind(at)
-            .bind(new.expires_at)
+            .bind(expires_at)
             .fetch_one(pool)
             .await
         })
@@ -164,7 +165,7 @@ impl<'a> Sessions<'a> {
     pub async fn delete_expired(&self, at: DateTime<Utc>) -> Result<u64> {
         let deleted = on_pool!(self.db, |pool| {
             sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
-                .bind(at)
+                .bind(to_micros(at))
                 .execute(pool)
                 .await
                 .map(|r| r.rows_affected())

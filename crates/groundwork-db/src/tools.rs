@@ -5,11 +5,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::types::Json;
 
+use crate::BackendKind;
 use crate::Database;
 use crate::agents::empty_object;
 use crate::audit::{AuditRecord, record_audit};
 use crate::changes::{Entity, Op, record_change};
-use crate::database::{in_tx, now, on_pool};
+use crate::database::{ascii_lower_name, in_tx, now, on_pool};
 use crate::error::{DbError, Result};
 use crate::page::{Listing, Page};
 use crate::validate::{self, limits};
@@ -265,33 +266,55 @@ impl<'a> Tools<'a> {
     /// [`DbError::Unavailable`] when the database cannot be reached.
     pub async fn list(&self, filter: &ToolFilter, page: Page) -> Result<Listing<Tool>> {
         let kind = filter.kind.as_deref();
-        let name = filter.name_contains.as_deref().map(validate::like_contains);
+        let name = filter
+            .name_contains
+            .as_deref()
+            .map(|n| validate::like_contains(&n.to_ascii_lowercase()));
+        macro_rules! filtered {
+            ($name:expr) => {
+                concat!(
+                    " FROM tools WHERE ($1 IS NULL OR type = $1) AND ($2 IS NULL OR is_active = $2) ",
+                    "AND ($3 IS NULL OR ",
+                    $name,
+                    " LIKE $3 ESCAPE '\\')"
+                )
+            };
+        }
+        let (items_sql, count_sql) = match self.db.backend_kind() {
+            BackendKind::Sqlite => (
+                concat!(
+                    "SELECT ",
+                    tool_columns!(),
+                    filtered!(ascii_lower_name!(sqlite)),
+                    " ORDER BY id LIMIT $4 OFFSET $5"
+                ),
+                concat!("SELECT COUNT(*)", filtered!(ascii_lower_name!(sqlite))),
+            ),
+            BackendKind::Postgres => (
+                concat!(
+                    "SELECT ",
+                    tool_columns!(),
+                    filtered!(ascii_lower_name!(postgres)),
+                    " ORDER BY id LIMIT $4 OFFSET $5"
+                ),
+                concat!("SELECT COUNT(*)", filtered!(ascii_lower_name!(postgres))),
+            ),
+        };
         let (items, total) = on_pool!(self.db, |pool| {
-            let items = sqlx::query_as::<_, Tool>(concat!(
-                "SELECT ",
-                tool_columns!(),
-                " FROM tools WHERE ($1 IS NULL OR type = $1) ",
-                "AND ($2 IS NULL OR is_active = $2) ",
-                "AND ($3 IS NULL OR LOWER(name) LIKE LOWER($3) ESCAPE '\\') ",
-                "ORDER BY id LIMIT $4 OFFSET $5"
-            ))
-            .bind(kind)
-            .bind(filter.is_active)
-            .bind(name.as_deref())
-            .bind(page.limit())
-            .bind(page.offset())
-            .fetch_all(pool)
-            .await?;
-            let total: i64 = sqlx::query_scalar(concat!(
-                "SELECT COUNT(*) FROM tools WHERE ($1 IS NULL OR type = $1) ",
-                "AND ($2 IS NULL OR is_active = $2) ",
-                "AND ($3 IS NULL OR LOWER(name) LIKE LOWER($3) ESCAPE '\\')"
-            ))
-            .bind(kind)
-            .bind(filter.is_active)
-            .bind(name.as_deref())
-            .fetch_one(pool)
-            .await?;
+            let items = sqlx::query_as::<_, Tool>(items_sql)
+                .bind(kind)
+                .bind(filter.is_active)
+                .bind(name.as_deref())
+                .bind(page.limit())
+                .bind(page.offset())
+                .fetch_all(pool)
+                .await?;
+            let total: i64 = sqlx::query_scalar(count_sql)
+                .bind(kind)
+                .bind(filter.is_active)
+                .bind(name.as_deref())
+                .fetch_one(pool)
+                .await?;
             Ok::<_, sqlx::Error>((items, total))
         })?;
         Ok(Listing { items, total })
@@ -590,8 +613,7 @@ impl<'a> Tools<'a> {
                  x.created_at AS attached_at, t.updated_at AS tool_updated_at, \
                  x.updated_at AS attachment_updated_at \
                  FROM agent_tools x JOIN tools t ON t.id = x.tool_id \
-                 WHERE x.agent_id = $1 AND x.is_active = TRUE AND t.is_active = TRUE \
-                 ORDER BY t.name",
+                 WHERE x.agent_id = $1 AND x.is_active = TRUE AND t.is_active = TRUE",
             )
             .bind(agent_id)
             .fetch_all(pool)
@@ -599,7 +621,11 @@ impl<'a> Tools<'a> {
             Ok::<_, sqlx::Error>((exists, rows))
         })?;
         exists.ok_or_else(|| DbError::not_found("agent", agent_id))?;
-        Ok(rows.into_iter().map(AttachedTool::from).collect())
+        let mut tools: Vec<AttachedTool> = rows.into_iter().map(AttachedTool::from).collect();
+        // By name in byte order, here rather than in SQL: PostgreSQL's ORDER BY follows the
+        // server's collation, which would make the order differ between engines.
+        tools.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(tools)
     }
 }
 

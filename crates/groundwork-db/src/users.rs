@@ -124,7 +124,7 @@ impl<'a> Users<'a> {
     /// # Errors
     /// [`DbError::Unavailable`] when the database cannot be reached.
     pub async fn list(&self, filter: &UserFilter, page: Page) -> Result<Listing<User>> {
-        let email = filter.email.as_deref().map(str::to_lowercase);
+        let email = filter.email.as_deref().map(|e| e.trim().to_lowercase());
         let (items, total) = on_pool!(self.db, |pool| {
             let items = sqlx::query_as::<_, User>(concat!(
                 "SELECT ",

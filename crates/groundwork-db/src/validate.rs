@@ -48,6 +48,11 @@ pub(crate) fn long_text(field: &str, value: &str, max: usize) -> Result<()> {
     if value.trim().is_empty() {
         return Err(DbError::invalid(format!("{field} must not be empty")));
     }
+    if value.contains('\0') {
+        return Err(DbError::invalid(format!(
+            "{field} must not contain NUL characters"
+        )));
+    }
     let len = value.chars().count();
     if len > max {
         return Err(DbError::invalid(format!(
@@ -75,10 +80,30 @@ fn bounded(field: &str, value: &str, max: usize) -> Result<()> {
     Ok(())
 }
 
+/// Any JSON value both engines can store: no NUL character in a string or a key
+/// (PostgreSQL's `jsonb` rejects `\u0000`; accepting it on SQLite only would make the engines
+/// disagree).
+pub(crate) fn json(field: &str, value: &Value) -> Result<()> {
+    fn has_nul(value: &Value) -> bool {
+        match value {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().any(has_nul),
+            Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+            _ => false,
+        }
+    }
+    if has_nul(value) {
+        return Err(DbError::invalid(format!(
+            "{field} must not contain NUL characters (\\u0000)"
+        )));
+    }
+    Ok(())
+}
+
 /// A JSON value that must be an object (`{...}`).
 pub(crate) fn object(field: &str, value: &Value) -> Result<()> {
     if value.is_object() {
-        Ok(())
+        json(field, value)
     } else {
         Err(DbError::invalid(format!(
             "{field} must be a JSON object, got {}",
@@ -90,7 +115,7 @@ pub(crate) fn object(field: &str, value: &Value) -> Result<()> {
 /// A JSON value that must be an array (`[...]`).
 pub(crate) fn array(field: &str, value: &Value) -> Result<()> {
     if value.is_array() {
-        Ok(())
+        json(field, value)
     } else {
         Err(DbError::invalid(format!(
             "{field} must be a JSON array, got {}",
@@ -150,6 +175,15 @@ mod tests {
         );
         assert!(array("steps", &json!([])).is_ok());
         assert!(array("steps", &json!("x")).is_err());
+    }
+
+    #[test]
+    fn nul_is_refused_everywhere() {
+        assert!(long_text("content", "a\0b", 10).is_err());
+        assert!(object("config", &json!({ "k": "a\0" })).is_err());
+        assert!(object("config", &json!({ "a\0": 1 })).is_err());
+        assert!(array("steps", &json!([{ "x": ["\0"] }])).is_err());
+        assert!(json("input", &json!({ "x": "fine" })).is_ok());
     }
 
     #[test]

@@ -394,6 +394,7 @@ impl<'a> Executions<'a> {
     /// # Errors
     /// [`DbError::NotFound`] when the workflow does not exist.
     pub async fn create(&self, actor: &str, workflow_id: i64, input: &Value) -> Result<Execution> {
+        validate::json("input", input)?;
         let at = now();
         let execution = in_tx!(self.db, |tx, _pg| {
             let workflow: Option<i64> =
@@ -498,6 +499,9 @@ impl<'a> Executions<'a> {
             )));
         }
         validate::optional_text("error", error, limits::ERROR)?;
+        if let Some(output) = output {
+            validate::json("output", output)?;
+        }
         let at = now();
         let running = status == ExecutionStatus::Running;
         let finished = matches!(status, ExecutionStatus::Completed | ExecutionStatus::Failed);
@@ -549,6 +553,7 @@ impl<'a> Executions<'a> {
         state: &Value,
     ) -> Result<Checkpoint> {
         validate::text("step", step, limits::NAME)?;
+        validate::json("state", state)?;
         let checkpoint = on_pool!(self.db, |pool| {
             sqlx::query_as::<_, Checkpoint>(
                 "INSERT INTO checkpoints (execution_id, step, state, created_at) \

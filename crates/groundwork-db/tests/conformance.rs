@@ -1,0 +1,3500 @@
+//! Conformance suite: every test is written once as `async fn name(db: Database)` and runs
+//! against a fresh SQLite file database (module `sqlite`) and a fresh PostgreSQL schema (module
+//! `postgres`), so both backends are held to the same behaviour.
+//!
+//! PostgreSQL runs when `GROUNDWORK_TEST_POSTGRES_URL` is set (e.g.
+//! `postgres://postgres@127.0.0.1:5432/test`); otherwise those tests print a notice and pass,
+//! unless `GROUNDWORK_REQUIRE_POSTGRES=1`, which makes them fail.
+
+#[macro_use]
+mod common;
+
+use std::collections::{BTreeSet, HashSet};
+
+use anyhow::ensure;
+use chrono::{Duration, SubsecRound};
+use groundwork_db::{
+    AgentFilter, AgentPatch, AgentStatus, Attachment, AuditFilter, Database, DbError, Entity,
+    ExecutionStatus, NewAgent, NewPrompt, NewSession, NewTool, NewWorkflow, Op, Page, PromptFilter,
+    PromptPatch, ToolFilter, ToolPatch, UserFilter, WorkflowPatch, limits, now,
+};
+use serde_json::json;
+
+use common::{
+    ACTOR, agent, audit_latest, audit_total, changes_after, digest, page, postgres_db, prompt,
+    shape, sqlite_db, tool, user, workflow,
+};
+
+/// Declares each test once per backend: `sqlite::name` and `postgres::name`. Tests listed
+/// after `multi_thread:` run on a multi-threaded runtime.
+macro_rules! conformance {
+    ($($name:ident),* $(,)? ; multi_thread: $($mt:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() -> anyhow::Result<()> {
+                    super::$name(super::sqlite_db().await?).await
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $mt() -> anyhow::Result<()> {
+                    super::$mt(super::sqlite_db().await?).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() -> anyhow::Result<()> {
+                    let Some(pg) = super::postgres_db().await? else { return Ok(()) };
+                    // Run the test as its own task so that the schema is dropped even when
+                    // an assertion panics, then re-raise the panic.
+                    let outcome = tokio::spawn(super::$name(pg.db.clone())).await;
+                    pg.cleanup().await;
+                    match outcome {
+                        Ok(result) => result,
+                        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+                        Err(err) => Err(err.into()),
+                    }
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $mt() -> anyhow::Result<()> {
+                    let Some(pg) = super::postgres_db().await? else { return Ok(()) };
+                    // Run the test as its own task so that the schema is dropped even when
+                    // an assertion panics, then re-raise the panic.
+                    let outcome = tokio::spawn(super::$mt(pg.db.clone())).await;
+                    pg.cleanup().await;
+                    match outcome {
+                        Ok(result) => result,
+                        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+                        Err(err) => Err(err.into()),
+                    }
+                }
+            )*
+        }
+    };
+}
+
+conformance! {
+    agents_create_and_get,
+    agents_list_filters_and_paging,
+    agents_update_partial,
+    agents_name_conflicts,
+    agents_invalid_input,
+    tools_create_and_get,
+    tools_list_filters_and_paging,
+    tools_update_partial,
+    tools_conflicts_and_invalid_input,
+    attach_creates_then_updates,
+    attach_errors,
+    active_for_agent_merges_and_filters,
+    detach_removes_attachment,
+    tool_delete_detaches_from_every_agent,
+    agent_delete_cascades_attachments,
+    prompts_create_and_validate,
+    prompts_visibility_and_ordering,
+    prompts_update_and_delete,
+    users_create_get_list,
+    digests_create_and_recent,
+    workflows_crud,
+    workflow_with_execution_cannot_be_deleted,
+    executions_lifecycle,
+    executions_illegal_moves,
+    executions_list_for_workflow,
+    checkpoints_upsert_and_order,
+    sessions_lifecycle,
+    sessions_invalid_input,
+    sessions_keep_user_when_agent_deleted,
+    caller_timestamps_stored_at_microsecond_precision,
+    audit_every_write_records_one_entry,
+    audit_failed_writes_record_nothing,
+    audit_filters_and_order,
+    audit_since_is_exact_below_a_microsecond,
+    audit_record,
+    changes_sequence_and_cursor,
+    changes_pagination,
+    changes_failed_writes_append_nothing,
+    changes_tool_delete_reports_each_agent,
+    changes_ignore_users_and_workflows,
+    timestamps_round_trip,
+    page_bounds,
+    nul_characters_are_invalid_input,
+    name_contains_folds_ascii_case_only,
+    changes_since_accepts_the_largest_limit;
+    multi_thread:
+    concurrent_distinct_creates,
+    concurrent_same_name_creates,
+}
+
+// ---------------------------------------------------------------------------------------
+// Agents
+// ---------------------------------------------------------------------------------------
+
+async fn agents_create_and_get(db: Database) -> anyhow::Result<()> {
+    let before = now();
+    let defaults: NewAgent =
+        serde_json::from_value(json!({ "name": "triage", "type": "classifier" }))?;
+    let created = db.agents().create(ACTOR, &defaults).await?;
+    let after = now();
+    ensure!(created.id > 0, "id {}", created.id);
+    assert_eq!(created.name, "triage");
+    assert_eq!(created.kind, "classifier");
+    assert_eq!(created.description, None);
+    assert_eq!(created.config, json!({}));
+    assert_eq!(created.status, AgentStatus::Active);
+    assert_eq!(created.created_at, created.updated_at);
+    ensure!(
+        before <= created.created_at && created.created_at <= after,
+        "created_at {} not within [{before}, {after}]",
+        created.created_at
+    );
+
+    let full = db
+        .agents()
+        .create(
+            ACTOR,
+            &NewAgent {
+                name: "router".into(),
+                kind: "router".into(),
+                description: Some("Routes requests".into()),
+                config: json!({ "model": "m", "nested": { "list": [1, 2, 3] }, "t": 0.5 }),
+                status: AgentStatus::Inactive,
+            },
+        )
+        .await?;
+    ensure!(full.id != created.id);
+    assert_eq!(full.name, "router");
+    assert_eq!(full.kind, "router");
+    assert_eq!(full.description.as_deref(), Some("Routes requests"));
+    assert_eq!(
+        full.config,
+        json!({ "model": "m", "nested": { "list": [1, 2, 3] }, "t": 0.5 })
+    );
+    assert_eq!(full.status, AgentStatus::Inactive);
+
+    assert_eq!(db.agents().get(created.id).await?, created);
+    assert_eq!(db.agents().get(full.id).await?, full);
+    assert_eq!(db.agents().get_by_name("router").await?, full);
+    match db.agents().get(full.id + 10_000).await {
+        Err(DbError::NotFound { entity, id }) => {
+            assert_eq!(entity, "agent");
+            assert_eq!(id, (full.id + 10_000).to_string());
+        }
+        other => anyhow::bail!("expected NotFound, got {other:?}"),
+    }
+    expect_err!(NotFound, db.agents().get_by_name("nobody").await);
+    expect_err!(NotFound, db.agents().get_by_name("ROUTER").await);
+
+    db.agents().delete(ACTOR, created.id).await?;
+    expect_err!(NotFound, db.agents().get(created.id).await);
+    expect_err!(NotFound, db.agents().get_by_name("triage").await);
+    expect_err!(NotFound, db.agents().delete(ACTOR, created.id).await);
+    expect_err!(NotFound, db.agents().delete(ACTOR, full.id + 10_000).await);
+    assert_eq!(db.agents().get(full.id).await?, full);
+    let all = db
+        .agents()
+        .list(&AgentFilter::default(), Page::default())
+        .await?;
+    assert_eq!(all.total, 1);
+    assert_eq!(all.items, vec![full]);
+    Ok(())
+}
+
+async fn agents_list_filters_and_paging(db: Database) -> anyhow::Result<()> {
+    let specs = [
+        ("alpha", "classifier", AgentStatus::Active),
+        ("Beta_x", "router", AgentStatus::Inactive),
+        ("gamma%", "classifier", AgentStatus::Archived),
+        ("betaXx", "classifier", AgentStatus::Active),
+        ("delta", "router", AgentStatus::Active),
+    ];
+    let mut ids = Vec::new();
+    for (name, kind, status) in specs {
+        let mut new = agent(name);
+        new.kind = kind.into();
+        new.status = status;
+        ids.push(db.agents().create(ACTOR, &new).await?.id);
+    }
+    let names = |filter: AgentFilter, page: Page| {
+        let db = db.clone();
+        async move {
+            let listing = db.agents().list(&filter, page).await?;
+            let names: Vec<String> = listing.items.into_iter().map(|a| a.name).collect();
+            anyhow::Ok((names, listing.total))
+        }
+    };
+
+    let all = db
+        .agents()
+        .list(&AgentFilter::default(), Page::default())
+        .await?;
+    assert_eq!(all.total, 5);
+    assert_eq!(all.items.iter().map(|a| a.id).collect::<Vec<_>>(), ids);
+
+    let by_kind = AgentFilter {
+        kind: Some("classifier".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        names(by_kind, Page::default()).await?,
+        (vec!["alpha".into(), "gamma%".into(), "betaXx".into()], 3)
+    );
+    let by_status = AgentFilter {
+        status: Some(AgentStatus::Inactive),
+        ..Default::default()
+    };
+    assert_eq!(
+        names(by_status, Page::default()).await?,
+        (vec!["Beta_x".into()], 1)
+    );
+    let archived = AgentFilter {
+        status: Some(AgentStatus::Archived),
+        ..Default::default()
+    };
+    assert_eq!(
+        names(archived, Page::default()).await?,
+        (vec!["gamma%".into()], 1)
+    );
+
+    // Case-insensitive substring.
+    let beta = AgentFilter {
+        name_contains: Some("BETA".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        names(beta, Page::default()).await?,
+        (vec!["Beta_x".into(), "betaXx".into()], 2)
+    );
+    // `_` is literal: "a_x" must not match "betaXx" (where `_` as a wildcard would match "X").
+    let underscore = AgentFilter {
+        name_contains: Some("A_X".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        names(underscore, Page::default()).await?,
+        (vec!["Beta_x".into()], 1)
+    );
+    // `%` is literal: it matches only the name containing a percent sign.
+    let percent = AgentFilter {
+        name_contains: Some("%".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        names(percent, Page::default()).await?,
+        (vec!["gamma%".into()], 1)
+    );
+    let backslash = AgentFilter {
+        name_contains: Some("\\".into()),
+        ..Default::default()
+    };
+    assert_eq!(names(backslash, Page::default()).await?, (vec![], 0));
+    let none = AgentFilter {
+        name_contains: Some("zzz".into()),
+        ..Default::default()
+    };
+    assert_eq!(names(none, Page::default()).await?, (vec![], 0));
+
+    let combined = AgentFilter {
+        kind: Some("classifier".into()),
+        status: Some(AgentStatus::Active),
+        name_contains: Some("a".into()),
+    };
+    assert_eq!(
+        names(combined, Page::default()).await?,
+        (vec!["alpha".into(), "betaXx".into()], 2)
+    );
+
+    // Paging: limit and offset cut the page, total counts every match.
+    assert_eq!(
+        names(AgentFilter::default(), page(2, 0)?).await?,
+        (vec!["alpha".into(), "Beta_x".into()], 5)
+    );
+    assert_eq!(
+        names(AgentFilter::default(), page(2, 2)?).await?,
+        (vec!["gamma%".into(), "betaXx".into()], 5)
+    );
+    assert_eq!(
+        names(AgentFilter::default(), page(2, 4)?).await?,
+        (vec!["delta".into()], 5)
+    );
+    assert_eq!(
+        names(AgentFilter::default(), page(10, 50)?).await?,
+        (vec![], 5)
+    );
+    let routers = AgentFilter {
+        kind: Some("router".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        names(routers, page(1, 1)?).await?,
+        (vec!["delta".into()], 2)
+    );
+
+    // `\\` is literal too.
+    db.agents().create(ACTOR, &agent("dir\\Name")).await?;
+    let backslash = AgentFilter {
+        name_contains: Some("R\\n".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        names(backslash, Page::default()).await?,
+        (vec!["dir\\Name".into()], 1)
+    );
+    Ok(())
+}
+
+async fn agents_update_partial(db: Database) -> anyhow::Result<()> {
+    let created = db
+        .agents()
+        .create(
+            ACTOR,
+            &NewAgent {
+                name: "writer".into(),
+                kind: "llm".into(),
+                description: Some("Writes".into()),
+                config: json!({ "model": "a" }),
+                status: AgentStatus::Active,
+            },
+        )
+        .await?;
+
+    // Only the name changes.
+    let renamed = db
+        .agents()
+        .update(
+            ACTOR,
+            created.id,
+            &AgentPatch {
+                name: Some("author".into()),
+                ..Default::default()
+            },
+        )
+        .await?;
+    assert_eq!(renamed.id, created.id);
+    assert_eq!(renamed.name, "author");
+    assert_eq!(renamed.kind, created.kind);
+    assert_eq!(renamed.description, created.description);
+    assert_eq!(renamed.config, created.config);
+    assert_eq!(renamed.status, created.status);
+    assert_eq!(renamed.created_at, created.created_at);
+    ensure!(
+        renamed.updated_at > created.updated_at,
+        "updated_at did not advance: {} -> {}",
+        created.updated_at,
+        renamed.updated_at
+    );
+    ensure!(renamed.updated_at >= renamed.created_at);
+    assert_eq!(db.agents().get(created.id).await?, renamed);
+    expect_err!(NotFound, db.agents().get_by_name("writer").await);
+
+    // `description: Some(None)` clears the description and nothing else.
+    let cleared = db
+        .agents()
+        .update(
+            ACTOR,
+            created.id,
+            &AgentPatch {
+                description: Some(None),
+                ..Default::default()
+            },
+        )
+        .await?;
+    assert_eq!(cleared.description, None);
+    assert_eq!(cleared.name, "author");
+    assert_eq!(cleared.config, json!({ "model": "a" }));
+    ensure!(cleared.updated_at >= renamed.updated_at);
+
+    // Several fields at once; the config is replaced, not merged.
+    let changed = db
+        .agents()
+        .update(
+            ACTOR,
+            created.id,
+            &AgentPatch {
+                kind: Some("planner".into()),
+                description: Some(Some("Plans".into())),
+                config: Some(json!({ "temperature": 0 })),
+                status: Some(AgentStatus::Archived),
+                ..Default::default()
+            },
+        )
+        .await?;
+    assert_eq!(changed.name, "author");
+    assert_eq!(changed.kind, "planner");
+    assert_eq!(changed.description.as_deref(), Some("Plans"));
+    assert_eq!(changed.config, json!({ "temperature": 0 }));
+    assert_eq!(changed.status, AgentStatus::Archived);
+    assert_eq!(changed.created_at, created.created_at);
+    assert_eq!(db.agents().get(created.id).await?, changed);
+
+    // An empty patch changes nothing and writes neither an audit entry nor a change.
+    let audits = audit_total(&db).await?;
+    let cursor = db.changes().current_cursor().await?;
+    let same = db
+        .agents()
+        .update(ACTOR, created.id, &AgentPatch::default())
+        .await?;
+    assert_eq!(same, changed);
+    assert_eq!(db.agents().get(created.id).await?, changed);
+    assert_eq!(audit_total(&db).await?, audits);
+    assert_eq!(db.changes().current_cursor().await?, cursor);
+
+    // Unknown ids.
+    expect_err!(
+        NotFound,
+        db.agents()
+            .update(
+                ACTOR,
+                created.id + 10_000,
+                &AgentPatch {
+                    name: Some("ghost".into()),
+                    ..Default::default()
+                }
+            )
+            .await
+    );
+    expect_err!(
+        NotFound,
+        db.agents()
+            .update(ACTOR, created.id + 10_000, &AgentPatch::default())
+            .await
+    );
+
+    // Invalid patches are refused and change nothing.
+    for patch in [
+        AgentPatch {
+            name: Some(String::new()),
+            ..Default::default()
+        },
+        AgentPatch {
+            name: Some("x".repeat(limits::NAME + 1)),
+            ..Default::default()
+        },
+        AgentPatch {
+            kind: Some("  ".into()),
+            ..Default::default()
+        },
+        AgentPatch {
+            config: Some(json!([1, 2])),
+            ..Default::default()
+        },
+        AgentPatch {
+            config: Some(json!("text")),
+            ..Default::default()
+        },
+        AgentPatch {
+            description: Some(Some("d".repeat(limits::DESCRIPTION + 1))),
+            ..Default::default()
+        },
+    ] {
+        expect_err!(Invalid, db.agents().update(ACTOR, created.id, &patch).await);
+    }
+    assert_eq!(db.agents().get(created.id).await?, changed);
+    assert_eq!(audit_total(&db).await?, audits);
+    assert_eq!(db.changes().current_cursor().await?, cursor);
+    Ok(())
+}
+
+async fn agents_name_conflicts(db: Database) -> anyhow::Result<()> {
+    let first = db.agents().create(ACTOR, &agent("one")).await?;
+    let second = db.agents().create(ACTOR, &agent("two")).await?;
+
+    let mut dup = agent("one");
+    dup.kind = "other".into();
+    expect_err!(Conflict, db.agents().create(ACTOR, &dup).await);
+
+    expect_err!(
+        Conflict,
+        db.agents()
+            .update(
+                ACTOR,
+                second.id,
+                &AgentPatch {
+                    name: Some("one".into()),
+                    description: Some(Some("changed".into())),
+                    ..Default::default()
+                }
+            )
+            .await
+    );
+    // The failed rename left both rows as they were.
+    assert_eq!(db.agents().get(first.id).await?, first);
+    assert_eq!(db.agents().get(second.id).await?, second);
+
+    // Renaming to its own name is not a conflict.
+    let same = db
+        .agents()
+        .update(
+            ACTOR,
+            first.id,
+            &AgentPatch {
+                name: Some("one".into()),
+                ..Default::default()
+            },
+        )
+        .await?;
+    assert_eq!(same.name, "one");
+
+    // Once the name is free again it can be reused.
+    db.agents().delete(ACTOR, first.id).await?;
+    let reused = db.agents().create(ACTOR, &agent("one")).await?;
+    ensure!(reused.id != first.id, "ids must not be reused");
+    let listing = db
+        .agents()
+        .list(&AgentFilter::default(), Page::default())
+        .await?;
+    assert_eq!(listing.total, 2);
+    Ok(())
+}
+
+async fn agents_invalid_input(db: Database) -> anyhow::Result<()> {
+    let mut invalid = vec![
+        agent(""),
+        agent("   "),
+        agent(&"n".repeat(limits::NAME + 1)),
+        agent("bad\u{0}name"),
+    ];
+    let mut no_kind = agent("k");
+    no_kind.kind = String::new();
+    invalid.push(no_kind);
+    let mut long_kind = agent("k");
+    long_kind.kind = "t".repeat(limits::TYPE + 1);
+    invalid.push(long_kind);
+    for config in [json!([]), json!(42), json!("{}"), json!(null), json!(true)] {
+        let mut bad = agent("configured");
+        bad.config = config;
+        invalid.push(bad);
+    }
+    let mut long_description = agent("described");
+    long_description.description = Some("d".repeat(limits::DESCRIPTION + 1));
+    invalid.push(long_description);
+
+    for new in &invalid {
+        match db.agents().create(ACTOR, new).await {
+            Err(DbError::Invalid { .. }) => {}
+            other => anyhow::bail!("expected Invalid for {new:?}, got {other:?}"),
+        }
+    }
+    let listing = db
+        .agents()
+        .list(&AgentFilter::default(), Page::default())
+        .await?;
+    assert_eq!(listing.total, 0);
+    assert_eq!(audit_total(&db).await?, 0);
+    assert_eq!(db.changes().current_cursor().await?, 0);
+
+    // The bounds are inclusive and counted in characters, not bytes.
+    let longest = "é".repeat(limits::NAME);
+    let mut edge = agent(&longest);
+    edge.kind = "t".repeat(limits::TYPE);
+    edge.description = Some("d".repeat(limits::DESCRIPTION));
+    let created = db.agents().create(ACTOR, &edge).await?;
+    assert_eq!(created.name, longest);
+    assert_eq!(db.agents().get(created.id).await?, created);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Tools
+// ---------------------------------------------------------------------------------------
+
+async fn tools_create_and_get(db: Database) -> anyhow::Result<()> {
+    let before = now();
+    let defaults: NewTool = serde_json::from_value(json!({ "name": "search", "type": "http" }))?;
+    let created = db.tools().create(ACTOR, &defaults).await?;
+    let after = now();
+    ensure!(created.id > 0);
+    assert_eq!(created.name, "search");
+    assert_eq!(created.kind, "http");
+    assert_eq!(created.description, None);
+    assert_eq!(created.config, json!({}));
+    ensure!(created.is_active);
+    assert_eq!(created.created_at, created.updated_at);
+    ensure!(before <= created.created_at && created.created_at <= after);
+
+    let full = db
+        .tools()
+        .create(
+            ACTOR,
+            &NewTool {
+                name: "sql".into(),
+                kind: "database".into(),
+                description: Some("Runs SQL".into()),
+                config: json!({ "dsn": "x", "limits": { "rows": 10 } }),
+                is_active: false,
+            },
+        )
+        .await?;
+    assert_eq!(full.description.as_deref(), Some("Runs SQL"));
+    assert_eq!(full.config, json!({ "dsn": "x", "limits": { "rows": 10 } }));
+    ensure!(!full.is_active);
+
+    assert_eq!(db.tools().get(created.id).await?, created);
+    assert_eq!(db.tools().get(full.id).await?, full);
+    expect_err!(NotFound, db.tools().get(full.id + 10_000).await);
+
+    db.tools().delete(ACTOR, created.id).await?;
+    expect_err!(NotFound, db.tools().get(created.id).await);
+    expect_err!(NotFound, db.tools().delete(ACTOR, created.id).await);
+    expect_err!(NotFound, db.tools().delete(ACTOR, full.id + 10_000).await);
+    let all = db
+        .tools()
+        .list(&ToolFilter::default(), Page::default())
+        .await?;
+    assert_eq!(all.total, 1);
+    assert_eq!(all.items, vec![full]);
+    Ok(())
+}
+
+async fn tools_list_filters_and_paging(db: Database) -> anyhow::Result<()> {
+    let specs = [
+        ("Web_Search", "http", true),
+        ("webXsearch", "http", false),
+        ("sql%runner", "database", true),
+        ("calculator", "function", true),
+    ];
+    for (name, kind, active) in specs {
+        let mut new = tool(name);
+        new.kind = kind.into();
+        new.is_active = active;
+        db.tools().create(ACTOR, &new).await?;
+    }
+    let names = |filter: ToolFilter, page: Page| {
+        let db = db.clone();
+        async move {
+            let listing = db.tools().list(&filter, page).await?;
+            let names: Vec<String> = listing.items.into_iter().map(|t| t.name).collect();
+            anyhow::Ok((names, listing.total))
+        }
+    };
+    assert_eq!(
+        names(ToolFilter::default(), Page::default()).await?,
+        (
+            vec![
+                "Web_Search".into(),
+                "webXsearch".into(),
+                "sql%runner".into(),
+                "calculator".into()
+            ],
+            4
+        )
+    );
+    let active = ToolFilter {
+        is_active: Some(true),
+        ..Default::default()
+    };
+    assert_eq!(
+        names(active, Page::default()).await?,
+        (
+            vec![
+                "Web_Search".into(),
+                "sql%runner".into(),
+                "calculator".into()
+            ],
+            3
+        )
+    );
+    let inactive = ToolFilter {
+        is_active: Some(false),
+        ..Default::default()
+    };
+    assert_eq!(
+        names(inactive, Page::default()).await?,
+        (vec!["webXsearch".into()], 1)
+    );
+    let http = ToolFilter {
+        kind: Some("http".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        names(http, Page::default()).await?,
+        (vec!["Web_Search".into(), "webXsearch".into()], 2)
+    );
+    let search = ToolFilter {
+        name_contains: Some("SEARCH".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        names(search, Page::default()).await?,
+        (vec!["Web_Search".into(), "webXsearch".into()], 2)
+    );
+    let underscore = ToolFilter {
+        name_contains: Some("b_s".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        names(underscore, Page::default()).await?,
+        (vec!["Web_Search".into()], 1)
+    );
+    let percent = ToolFilter {
+        name_contains: Some("l%r".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        names(percent, Page::default()).await?,
+        (vec!["sql%runner".into()], 1)
+    );
+    let combined = ToolFilter {
+        kind: Some("http".into()),
+        is_active: Some(true),
+        name_contains: Some("web".into()),
+    };
+    assert_eq!(
+        names(combined, Page::default()).await?,
+        (vec!["Web_Search".into()], 1)
+    );
+    assert_eq!(
+        names(ToolFilter::default(), page(2, 1)?).await?,
+        (vec!["webXsearch".into(), "sql%runner".into()], 4)
+    );
+    assert_eq!(
+        names(ToolFilter::default(), page(5, 4)?).await?,
+        (vec![], 4)
+    );
+    Ok(())
+}
+
+async fn tools_update_partial(db: Database) -> anyhow::Result<()> {
+    let created = db
+        .tools()
+        .create(
+            ACTOR,
+            &NewTool {
+                name: "fetch".into(),
+                kind: "http".into(),
+                description: Some("Fetches".into()),
+                config: json!({ "url": "https://a" }),
+                is_active: true,
+            },
+        )
+        .await?;
+    let deactivated = db
+        .tools()
+        .update(
+            ACTOR,
+            created.id,
+            &ToolPatch {
+                is_active: Some(false),
+                ..Default::default()
+            },
+        )
+        .await?;
+    ensure!(!deactivated.is_active);
+    assert_eq!(deactivated.name, created.name);
+    assert_eq!(deactivated.kind, created.kind);
+    assert_eq!(deactivated.description, created.description);
+    assert_eq!(deactivated.config, created.config);
+    assert_eq!(deactivated.created_at, created.created_at);
+    ensure!(deactivated.updated_at > created.updated_at);
+    assert_eq!(db.tools().get(created.id).await?, deactivated);
+
+    let cleared = db
+        .tools()
+        .update(
+            ACTOR,
+            created.id,
+            &ToolPatch {
+                description: Some(None),
+                ..Default::default()
+            },
+        )
+        .await?;
+    assert_eq!(cleared.description, None);
+    ensure!(!cleared.is_active);
+
+    let changed = db
+        .tools()
+        .update(
+            ACTOR,
+            created.id,
+            &ToolPatch {
+                name: Some("download".into()),
+                kind: Some("https".into()),
+                config: Some(json!({ "url": "https://b", "retries": 3 })),
+                is_active: Some(true),
+                ..Default::default()
+            },
+        )
+        .await?;
+    assert_eq!(changed.name, "download");
+    assert_eq!(changed.kind, "https");
+    assert_eq!(changed.config, json!({ "url": "https://b", "retries": 3 }));
+    ensure!(changed.is_active);
+    assert_eq!(changed.description, None);
+    assert_eq!(db.tools().get(created.id).await?, changed);
+
+    let audits = audit_total(&db).await?;
+    let cursor = db.changes().current_cursor().await?;
+    assert_eq!(
+        db.tools()
+            .update(ACTOR, created.id, &ToolPatch::default())
+            .await?,
+        changed
+    );
+    assert_eq!(audit_total(&db).await?, audits);
+    assert_eq!(db.changes().current_cursor().await?, cursor);
+
+    expect_err!(
+        NotFound,
+        db.tools()
+            .update(
+                ACTOR,
+                created.id + 10_000,
+                &ToolPatch {
+                    is_active: Some(false),
+                    ..Default::default()
+                }
+            )
+            .await
+    );
+    expect_err!(
+        NotFound,
+        db.tools()
+            .update(ACTOR, created.id + 10_000, &ToolPatch::default())
+            .await
+    );
+    assert_eq!(db.tools().get(created.id).await?, changed);
+    Ok(())
+}
+
+async fn tools_conflicts_and_invalid_input(db: Database) -> anyhow::Result<()> {
+    let a = db.tools().create(ACTOR, &tool("a")).await?;
+    let b = db.tools().create(ACTOR, &tool("b")).await?;
+    expect_err!(Conflict, db.tools().create(ACTOR, &tool("a")).await);
+    expect_err!(
+        Conflict,
+        db.tools()
+            .update(
+                ACTOR,
+                b.id,
+                &ToolPatch {
+                    name: Some("a".into()),
+                    ..Default::default()
+                }
+            )
+            .await
+    );
+    assert_eq!(db.tools().get(a.id).await?, a);
+    assert_eq!(db.tools().get(b.id).await?, b);
+
+    let mut invalid = vec![tool(""), tool(" \t "), tool(&"n".repeat(limits::NAME + 1))];
+    let mut no_kind = tool("k");
+    no_kind.kind = String::new();
+    invalid.push(no_kind);
+    for config in [json!([{ "a": 1 }]), json!(1.5), json!(null)] {
+        let mut bad = tool("configured");
+        bad.config = config;
+        invalid.push(bad);
+    }
+    let mut long_description = tool("described");
+    long_description.description = Some("d".repeat(limits::DESCRIPTION + 1));
+    invalid.push(long_description);
+    for new in &invalid {
+        match db.tools().create(ACTOR, new).await {
+            Err(DbError::Invalid { .. }) => {}
+            other => anyhow::bail!("expected Invalid for {new:?}, got {other:?}"),
+        }
+    }
+    for patch in [
+        ToolPatch {
+            name: Some(String::new()),
+            ..Default::default()
+        },
+        ToolPatch {
+            config: Some(json!([])),
+            ..Default::default()
+        },
+        ToolPatch {
+            description: Some(Some("d".repeat(limits::DESCRIPTION + 1))),
+            ..Default::default()
+        },
+    ] {
+        expect_err!(Invalid, db.tools().update(ACTOR, a.id, &patch).await);
+    }
+    assert_eq!(db.tools().get(a.id).await?, a);
+    let listing = db
+        .tools()
+        .list(&ToolFilter::default(), Page::default())
+        .await?;
+    assert_eq!(listing.total, 2);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Attachments
+// ---------------------------------------------------------------------------------------
+
+async fn attach_creates_then_updates(db: Database) -> anyhow::Result<()> {
+    let a = db.agents().create(ACTOR, &agent("agent")).await?;
+    let mut new_tool = tool("search");
+    new_tool.config = json!({ "url": "u", "timeout": 30 });
+    let t = db.tools().create(ACTOR, &new_tool).await?;
+
+    let before = now();
+    let (row, created) = db
+        .tools()
+        .attach(
+            ACTOR,
+            a.id,
+            t.id,
+            &Attachment {
+                config_override: Some(json!({ "timeout": 5 })),
+                is_active: true,
+            },
+        )
+        .await?;
+    ensure!(created, "first attach must report created = true");
+    assert_eq!(row.agent_id, a.id);
+    assert_eq!(row.tool_id, t.id);
+    assert_eq!(row.config_override, Some(json!({ "timeout": 5 })));
+    ensure!(row.is_active);
+    assert_eq!(row.created_at, row.updated_at);
+    ensure!(row.created_at >= before);
+    assert_eq!(db.tools().attachments(a.id).await?, vec![row.clone()]);
+
+    let (again, created_again) = db
+        .tools()
+        .attach(
+            ACTOR,
+            a.id,
+            t.id,
+            &Attachment {
+                config_override: Some(json!({ "retries": 2 })),
+                is_active: false,
+            },
+        )
+        .await?;
+    ensure!(!created_again, "second attach must report created = false");
+    assert_eq!(again.agent_id, a.id);
+    assert_eq!(again.tool_id, t.id);
+    // The override is replaced, not merged.
+    assert_eq!(again.config_override, Some(json!({ "retries": 2 })));
+    ensure!(!again.is_active);
+    assert_eq!(again.created_at, row.created_at);
+    ensure!(again.updated_at > row.updated_at);
+    assert_eq!(db.tools().attachments(a.id).await?, vec![again.clone()]);
+
+    // Attaching without an override clears it.
+    let (cleared, created_cleared) = db
+        .tools()
+        .attach(ACTOR, a.id, t.id, &Attachment::default())
+        .await?;
+    ensure!(!created_cleared);
+    assert_eq!(cleared.config_override, None);
+    ensure!(cleared.is_active);
+    assert_eq!(db.tools().attachments(a.id).await?, vec![cleared]);
+
+    // Defaults when deserialized: active, no override.
+    let parsed: Attachment = serde_json::from_value(json!({}))?;
+    assert_eq!(parsed, Attachment::default());
+    Ok(())
+}
+
+async fn attach_errors(db: Database) -> anyhow::Result<()> {
+    let a = db.agents().create(ACTOR, &agent("agent")).await?;
+    let t = db.tools().create(ACTOR, &tool("tool")).await?;
+    let audits = audit_total(&db).await?;
+    let cursor = db.changes().current_cursor().await?;
+
+    match db
+        .tools()
+        .attach(ACTOR, a.id + 10_000, t.id, &Attachment::default())
+        .await
+    {
+        Err(DbError::NotFound { entity, .. }) => assert_eq!(entity, "agent"),
+        other => anyhow::bail!("expected NotFound(agent), got {other:?}"),
+    }
+    match db
+        .tools()
+        .attach(ACTOR, a.id, t.id + 10_000, &Attachment::default())
+        .await
+    {
+        Err(DbError::NotFound { entity, .. }) => assert_eq!(entity, "tool"),
+        other => anyhow::bail!("expected NotFound(tool), got {other:?}"),
+    }
+    for config_override in [json!([1]), json!("x"), json!(3), json!(null)] {
+        let attachment = Attachment {
+            config_override: Some(config_override),
+            is_active: true,
+        };
+        expect_err!(
+            Invalid,
+            db.tools().attach(ACTOR, a.id, t.id, &attachment).await
+        );
+    }
+    expect_err!(NotFound, db.tools().active_for_agent(a.id + 10_000).await);
+    expect_err!(
+        NotFound,
+        db.tools().detach(ACTOR, a.id + 10_000, t.id).await
+    );
+    expect_err!(NotFound, db.tools().detach(ACTOR, a.id, t.id).await);
+    expect_err!(
+        NotFound,
+        db.tools().detach(ACTOR, a.id, t.id + 10_000).await
+    );
+
+    assert_eq!(db.tools().attachments(a.id).await?, vec![]);
+    assert_eq!(db.tools().active_for_agent(a.id).await?, vec![]);
+    assert_eq!(audit_total(&db).await?, audits);
+    assert_eq!(db.changes().current_cursor().await?, cursor);
+    Ok(())
+}
+
+async fn active_for_agent_merges_and_filters(db: Database) -> anyhow::Result<()> {
+    let a = db.agents().create(ACTOR, &agent("a")).await?;
+    let other = db.agents().create(ACTOR, &agent("other")).await?;
+
+    let mut zeta = tool("zeta");
+    zeta.description = Some("Last letter".into());
+    zeta.config = json!({ "url": "u", "timeout": 30, "nested": { "x": 1, "y": 2 } });
+    let zeta = db.tools().create(ACTOR, &zeta).await?;
+    let mut alpha = tool("alpha");
+    alpha.config = json!({ "k": "v" });
+    let alpha = db.tools().create(ACTOR, &alpha).await?;
+    let mut mid = tool("mid");
+    mid.is_active = false;
+    let mid = db.tools().create(ACTOR, &mid).await?;
+    let beta = db.tools().create(ACTOR, &tool("beta")).await?;
+    let _unattached = db.tools().create(ACTOR, &tool("unattached")).await?;
+    let omega = db.tools().create(ACTOR, &tool("omega")).await?;
+
+    let override_ = json!({ "timeout": 5, "extra": true, "nested": { "z": 3 } });
+    let (zeta_row, _) = db
+        .tools()
+        .attach(
+            ACTOR,
+            a.id,
+            zeta.id,
+            &Attachment {
+                config_override: Some(override_.clone()),
+                is_active: true,
+            },
+        )
+        .await?;
+    let (alpha_row, _) = db
+        .tools()
+        .attach(ACTOR, a.id, alpha.id, &Attachment::default())
+        .await?;
+    // An inactive tool with an active attachment, and an active tool with an inactive one.
+    db.tools()
+        .attach(ACTOR, a.id, mid.id, &Attachment::default())
+        .await?;
+    db.tools()
+        .attach(
+            ACTOR,
+            a.id,
+            beta.id,
+            &Attachment {
+                config_override: None,
+                is_active: false,
+            },
+        )
+        .await?;
+    // Another agent's tool.
+    db.tools()
+        .attach(ACTOR, other.id, omega.id, &Attachment::default())
+        .await?;
+
+    let active = db.tools().active_for_agent(a.id).await?;
+    let names: Vec<&str> = active.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, vec!["alpha", "zeta"]);
+
+    let first = &active[0];
+    assert_eq!(first.id, alpha.id);
+    assert_eq!(first.kind, "http");
+    assert_eq!(first.config, json!({ "k": "v" }));
+    assert_eq!(first.config_override, None);
+    assert_eq!(first.effective_config, json!({ "k": "v" }));
+    assert_eq!(first.attached_at, alpha_row.created_at);
+
+    let second = &active[1];
+    assert_eq!(second.id, zeta.id);
+    assert_eq!(second.description.as_deref(), Some("Last letter"));
+    assert_eq!(second.config, zeta.config);
+    assert_eq!(second.config_override, Some(override_));
+    // Top-level keys of the override win; nested objects are replaced, not merged.
+    assert_eq!(
+        second.effective_config,
+        json!({ "url": "u", "timeout": 5, "extra": true, "nested": { "z": 3 } })
+    );
+    assert_eq!(second.attached_at, zeta_row.created_at);
+    assert_eq!(second.updated_at, zeta.updated_at.max(zeta_row.updated_at));
+
+    // All four attachments exist, active or not, ordered by tool id.
+    let attachments = db.tools().attachments(a.id).await?;
+    let tool_ids: Vec<i64> = attachments.iter().map(|x| x.tool_id).collect();
+    assert_eq!(tool_ids, vec![zeta.id, alpha.id, mid.id, beta.id]);
+
+    // Re-activating the tool and the attachment brings them in, still sorted by name.
+    db.tools()
+        .update(
+            ACTOR,
+            mid.id,
+            &ToolPatch {
+                is_active: Some(true),
+                ..Default::default()
+            },
+        )
+        .await?;
+    db.tools()
+        .attach(ACTOR, a.id, beta.id, &Attachment::default())
+        .await?;
+    let names: Vec<String> = db
+        .tools()
+        .active_for_agent(a.id)
+        .await?
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, vec!["alpha", "beta", "mid", "zeta"]);
+
+    let other_tools = db.tools().active_for_agent(other.id).await?;
+    assert_eq!(other_tools.len(), 1);
+    assert_eq!(other_tools[0].name, "omega");
+    Ok(())
+}
+
+async fn detach_removes_attachment(db: Database) -> anyhow::Result<()> {
+    let a = db.agents().create(ACTOR, &agent("a")).await?;
+    let t1 = db.tools().create(ACTOR, &tool("t1")).await?;
+    let t2 = db.tools().create(ACTOR, &tool("t2")).await?;
+    db.tools()
+        .attach(ACTOR, a.id, t1.id, &Attachment::default())
+        .await?;
+    db.tools()
+        .attach(ACTOR, a.id, t2.id, &Attachment::default())
+        .await?;
+
+    db.tools().detach(ACTOR, a.id, t1.id).await?;
+    let names: Vec<String> = db
+        .tools()
+        .active_for_agent(a.id)
+        .await?
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, vec!["t2"]);
+    let attachments = db.tools().attachments(a.id).await?;
+    assert_eq!(attachments.len(), 1);
+    assert_eq!(attachments[0].tool_id, t2.id);
+    expect_err!(NotFound, db.tools().detach(ACTOR, a.id, t1.id).await);
+    // The tool itself is untouched.
+    assert_eq!(db.tools().get(t1.id).await?, t1);
+
+    // It can be attached again.
+    let (_, created) = db
+        .tools()
+        .attach(ACTOR, a.id, t1.id, &Attachment::default())
+        .await?;
+    ensure!(
+        created,
+        "re-attaching after a detach creates a new attachment"
+    );
+    Ok(())
+}
+
+async fn tool_delete_detaches_from_every_agent(db: Database) -> anyhow::Result<()> {
+    let a1 = db.agents().create(ACTOR, &agent("a1")).await?;
+    let a2 = db.agents().create(ACTOR, &agent("a2")).await?;
+    let t = db.tools().create(ACTOR, &tool("shared")).await?;
+    let u = db.tools().create(ACTOR, &tool("own")).await?;
+    db.tools()
+        .attach(ACTOR, a1.id, t.id, &Attachment::default())
+        .await?;
+    db.tools()
+        .attach(ACTOR, a2.id, t.id, &Attachment::default())
+        .await?;
+    db.tools()
+        .attach(ACTOR, a1.id, u.id, &Attachment::default())
+        .await?;
+
+    db.tools().delete(ACTOR, t.id).await?;
+    expect_err!(NotFound, db.tools().get(t.id).await);
+    let a1_tools: Vec<i64> = db
+        .tools()
+        .attachments(a1.id)
+        .await?
+        .into_iter()
+        .map(|x| x.tool_id)
+        .collect();
+    assert_eq!(a1_tools, vec![u.id]);
+    assert_eq!(db.tools().attachments(a2.id).await?, vec![]);
+    let names: Vec<String> = db
+        .tools()
+        .active_for_agent(a1.id)
+        .await?
+        .into_iter()
+        .map(|x| x.name)
+        .collect();
+    assert_eq!(names, vec!["own"]);
+    assert_eq!(db.tools().active_for_agent(a2.id).await?, vec![]);
+    // The agents are untouched.
+    assert_eq!(db.agents().get(a1.id).await?, a1);
+    assert_eq!(db.agents().get(a2.id).await?, a2);
+    Ok(())
+}
+
+async fn agent_delete_cascades_attachments(db: Database) -> anyhow::Result<()> {
+    let a = db.agents().create(ACTOR, &agent("doomed")).await?;
+    let keep = db.agents().create(ACTOR, &agent("keep")).await?;
+    let t1 = db.tools().create(ACTOR, &tool("t1")).await?;
+    let t2 = db.tools().create(ACTOR, &tool("t2")).await?;
+    for t in [&t1, &t2] {
+        db.tools()
+            .attach(ACTOR, a.id, t.id, &Attachment::default())
+            .await?;
+    }
+    db.tools()
+        .attach(ACTOR, keep.id, t1.id, &Attachment::default())
+        .await?;
+
+    db.agents().delete(ACTOR, a.id).await?;
+    assert_eq!(db.tools().attachments(a.id).await?, vec![]);
+    expect_err!(NotFound, db.tools().active_for_agent(a.id).await);
+    expect_err!(
+        NotFound,
+        db.tools()
+            .attach(ACTOR, a.id, t1.id, &Attachment::default())
+            .await
+    );
+    // Tools and other agents' attachments survive.
+    assert_eq!(db.tools().get(t1.id).await?, t1);
+    assert_eq!(db.tools().get(t2.id).await?, t2);
+    assert_eq!(db.tools().attachments(keep.id).await?.len(), 1);
+
+    // The cascaded rows are really gone: deleting the tool detaches it from `keep` only.
+    let cursor = db.changes().current_cursor().await?;
+    db.tools().delete(ACTOR, t1.id).await?;
+    let changes = changes_after(&db, cursor).await?;
+    assert_eq!(
+        shape(&changes),
+        vec![
+            (Entity::AgentTool, keep.id, Some(t1.id), Op::Delete),
+            (Entity::Tool, t1.id, None, Op::Delete),
+        ]
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Prompts
+// ---------------------------------------------------------------------------------------
+
+async fn prompts_create_and_validate(db: Database) -> anyhow::Result<()> {
+    let defaults: NewPrompt = serde_json::from_value(json!({
+        "name": "greet",
+        "content": "Hello!\n\tBe kind.",
+        "agent_type": "support",
+    }))?;
+    assert_eq!(defaults.version, "1");
+    let before = now();
+    let created = db.prompts().create(ACTOR, &defaults).await?;
+    ensure!(created.id > 0);
+    assert_eq!(created.name, "greet");
+    assert_eq!(created.version, "1");
+    assert_eq!(created.content, "Hello!\n\tBe kind.");
+    assert_eq!(created.agent_type, "support");
+    assert_eq!(created.metadata, json!({}));
+    ensure!(created.is_active);
+    assert_eq!(created.created_at, created.updated_at);
+    ensure!(created.created_at >= before);
+    assert_eq!(db.prompts().get(created.id, false).await?, created);
+    assert_eq!(db.prompts().get(created.id, true).await?, created);
+    expect_err!(NotFound, db.prompts().get(created.id + 10_000, true).await);
+
+    // (name, version) is unique; another version of the same name is fine.
+    expect_err!(
+        Conflict,
+        db.prompts()
+            .create(ACTOR, &prompt("greet", "1", "other"))
+            .await
+    );
+    let v2 = db
+        .prompts()
+        .create(ACTOR, &prompt("greet", "2", "support"))
+        .await?;
+    assert_eq!(v2.version, "2");
+    // The same version under another name is fine too.
+    db.prompts()
+        .create(ACTOR, &prompt("farewell", "1", "support"))
+        .await?;
+
+    let mut invalid = vec![
+        prompt("", "1", "support"),
+        prompt("  ", "1", "support"),
+        prompt(&"n".repeat(limits::NAME + 1), "1", "support"),
+        prompt("p", "", "support"),
+        prompt("p", &"v".repeat(limits::VERSION + 1), "support"),
+        prompt("p", "1", ""),
+        prompt("p", "1", &"t".repeat(limits::TYPE + 1)),
+    ];
+    let mut empty_content = prompt("p", "1", "support");
+    empty_content.content = String::new();
+    invalid.push(empty_content);
+    let mut blank_content = prompt("p", "1", "support");
+    blank_content.content = " \n\t ".into();
+    invalid.push(blank_content);
+    let mut long_content = prompt("p", "1", "support");
+    long_content.content = "c".repeat(limits::PROMPT_CONTENT + 1);
+    invalid.push(long_content);
+    let mut bad_metadata = prompt("p", "1", "support");
+    bad_metadata.metadata = json!(["a"]);
+    invalid.push(bad_metadata);
+    for new in &invalid {
+        match db.prompts().create(ACTOR, new).await {
+            Err(DbError::Invalid { .. }) => {}
+            other => anyhow::bail!(
+                "expected Invalid for prompt {:?}/{:?}, got {:?}",
+                new.name,
+                new.version,
+                other.map(|p| p.id)
+            ),
+        }
+    }
+    let all = db
+        .prompts()
+        .list(
+            &PromptFilter {
+                include_inactive: true,
+                ..Default::default()
+            },
+            Page::default(),
+        )
+        .await?;
+    assert_eq!(all.total, 3);
+    Ok(())
+}
+
+async fn prompts_visibility_and_ordering(db: Database) -> anyhow::Result<()> {
+    let p1 = db
+        .prompts()
+        .create(ACTOR, &prompt("first", "1", "support"))
+        .await?;
+    let p2 = db
+        .prompts()
+        .create(ACTOR, &prompt("second", "1", "support"))
+        .await?;
+    let p3 = db
+        .prompts()
+        .create(ACTOR, &prompt("third", "1", "sales"))
+        .await?;
+    let mut hidden = prompt("hidden", "1", "support");
+    hidden.is_active = false;
+    let p4 = db.prompts().create(ACTOR, &hidden).await?;
+    ensure!(!p4.is_active);
+
+    expect_err!(NotFound, db.prompts().get(p4.id, false).await);
+    assert_eq!(db.prompts().get(p4.id, true).await?, p4);
+
+    let ids = |filter: PromptFilter, page: Page| {
+        let db = db.clone();
+        async move {
+            let listing = db.prompts().list(&filter, page).await?;
+            let ids: Vec<i64> = listing.items.into_iter().map(|p| p.id).collect();
+            anyhow::Ok((ids, listing.total))
+        }
+    };
+    // Newest first; inactive hidden by default.
+    assert_eq!(
+        ids(PromptFilter::default(), Page::default()).await?,
+        (vec![p3.id, p2.id, p1.id], 3)
+    );
+    let everything = PromptFilter {
+        include_inactive: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(everything.clone(), Page::default()).await?,
+        (vec![p4.id, p3.id, p2.id, p1.id], 4)
+    );
+    let support = PromptFilter {
+        agent_type: Some("support".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(support.clone(), Page::default()).await?,
+        (vec![p2.id, p1.id], 2)
+    );
+    let support_all = PromptFilter {
+        agent_type: Some("support".into()),
+        include_inactive: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(support_all, Page::default()).await?,
+        (vec![p4.id, p2.id, p1.id], 3)
+    );
+    let by_name = PromptFilter {
+        name: Some("third".into()),
+        ..Default::default()
+    };
+    assert_eq!(ids(by_name, Page::default()).await?, (vec![p3.id], 1));
+    let hidden_by_name = PromptFilter {
+        name: Some("hidden".into()),
+        ..Default::default()
+    };
+    assert_eq!(ids(hidden_by_name, Page::default()).await?, (vec![], 0));
+    assert_eq!(
+        ids(everything.clone(), page(2, 1)?).await?,
+        (vec![p3.id, p2.id], 4)
+    );
+
+    let for_support: Vec<i64> = db
+        .prompts()
+        .active_for_agent_type("support")
+        .await?
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(for_support, vec![p2.id, p1.id]);
+    assert_eq!(db.prompts().active_for_agent_type("nobody").await?, vec![]);
+
+    // Updating the oldest prompt makes it the newest.
+    let updated = db
+        .prompts()
+        .update(
+            ACTOR,
+            p1.id,
+            &PromptPatch {
+                content: Some("Revised.".into()),
+                ..Default::default()
+            },
+        )
+        .await?;
+    ensure!(updated.updated_at > p3.updated_at);
+    assert_eq!(
+        ids(PromptFilter::default(), Page::default()).await?,
+        (vec![p1.id, p3.id, p2.id], 3)
+    );
+    let for_support = db.prompts().active_for_agent_type("support").await?;
+    assert_eq!(for_support, vec![updated.clone(), p2.clone()]);
+
+    // Deactivating hides a prompt everywhere except with include_inactive.
+    let deactivated = db
+        .prompts()
+        .update(
+            ACTOR,
+            p2.id,
+            &PromptPatch {
+                is_active: Some(false),
+                ..Default::default()
+            },
+        )
+        .await?;
+    ensure!(!deactivated.is_active);
+    expect_err!(NotFound, db.prompts().get(p2.id, false).await);
+    assert_eq!(ids(support, Page::default()).await?, (vec![p1.id], 1));
+    let for_support: Vec<i64> = db
+        .prompts()
+        .active_for_agent_type("support")
+        .await?
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(for_support, vec![p1.id]);
+    assert_eq!(
+        ids(everything, Page::default()).await?,
+        (vec![p2.id, p1.id, p4.id, p3.id], 4)
+    );
+    Ok(())
+}
+
+async fn prompts_update_and_delete(db: Database) -> anyhow::Result<()> {
+    let mut new = prompt("summarise", "1", "writer");
+    new.metadata = json!({ "owner": "docs" });
+    let created = db.prompts().create(ACTOR, &new).await?;
+    let other = db
+        .prompts()
+        .create(ACTOR, &prompt("summarise", "2", "writer"))
+        .await?;
+
+    let updated = db
+        .prompts()
+        .update(
+            ACTOR,
+            created.id,
+            &PromptPatch {
+                content: Some("Summarise briefly.".into()),
+                metadata: Some(json!({ "owner": "ops" })),
+                ..Default::default()
+            },
+        )
+        .await?;
+    assert_eq!(updated.id, created.id);
+    assert_eq!(updated.name, created.name);
+    assert_eq!(updated.version, created.version);
+    assert_eq!(updated.agent_type, created.agent_type);
+    assert_eq!(updated.content, "Summarise briefly.");
+    assert_eq!(updated.metadata, json!({ "owner": "ops" }));
+    assert_eq!(updated.created_at, created.created_at);
+    ensure!(updated.updated_at > created.updated_at);
+    assert_eq!(db.prompts().get(created.id, false).await?, updated);
+
+    let renamed = db
+        .prompts()
+        .update(
+            ACTOR,
+            created.id,
+            &PromptPatch {
+                name: Some("digest".into()),
+                version: Some("7".into()),
+                agent_type: Some("mailer".into()),
+                ..Default::default()
+            },
+        )
+        .await?;
+    assert_eq!(
+        (
+            renamed.name.as_str(),
+            renamed.version.as_str(),
+            renamed.agent_type.as_str()
+        ),
+        ("digest", "7", "mailer")
+    );
+
+    // Taking another prompt's (name, version) is a conflict.
+    expect_err!(
+        Conflict,
+        db.prompts()
+            .update(
+                ACTOR,
+                renamed.id,
+                &PromptPatch {
+                    name: Some("summarise".into()),
+                    version: Some("2".into()),
+                    ..Default::default()
+                }
+            )
+            .await
+    );
+    for patch in [
+        PromptPatch {
+            content: Some(String::new()),
+            ..Default::default()
+        },
+        PromptPatch {
+            name: Some(" ".into()),
+            ..Default::default()
+        },
+        PromptPatch {
+            version: Some(String::new()),
+            ..Default::default()
+        },
+        PromptPatch {
+            agent_type: Some(String::new()),
+            ..Default::default()
+        },
+        PromptPatch {
+            metadata: Some(json!(1)),
+            ..Default::default()
+        },
+    ] {
+        expect_err!(
+            Invalid,
+            db.prompts().update(ACTOR, renamed.id, &patch).await
+        );
+    }
+    assert_eq!(db.prompts().get(renamed.id, true).await?, renamed);
+
+    // Inactive prompts can be updated; an empty patch changes nothing.
+    let inactive = db
+        .prompts()
+        .update(
+            ACTOR,
+            other.id,
+            &PromptPatch {
+                is_active: Some(false),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let reworded = db
+        .prompts()
+        .update(
+            ACTOR,
+            other.id,
+            &PromptPatch {
+                content: Some("Still hidden.".into()),
+                ..Default::default()
+            },
+        )
+        .await?;
+    ensure!(!reworded.is_active);
+    assert_eq!(reworded.content, "Still hidden.");
+    let audits = audit_total(&db).await?;
+    let cursor = db.changes().current_cursor().await?;
+    assert_eq!(
+        db.prompts()
+            .update(ACTOR, inactive.id, &PromptPatch::default())
+            .await?,
+        reworded
+    );
+    assert_eq!(audit_total(&db).await?, audits);
+    assert_eq!(db.changes().current_cursor().await?, cursor);
+
+    expect_err!(
+        NotFound,
+        db.prompts()
+            .update(
+                ACTOR,
+                other.id + 10_000,
+                &PromptPatch {
+                    content: Some("x".into()),
+                    ..Default::default()
+                }
+            )
+            .await
+    );
+    expect_err!(
+        NotFound,
+        db.prompts()
+            .update(ACTOR, other.id + 10_000, &PromptPatch::default())
+            .await
+    );
+
+    db.prompts().delete(ACTOR, renamed.id).await?;
+    expect_err!(NotFound, db.prompts().get(renamed.id, true).await);
+    expect_err!(NotFound, db.prompts().delete(ACTOR, renamed.id).await);
+    // Deleting an inactive prompt works too.
+    db.prompts().delete(ACTOR, other.id).await?;
+    let all = db
+        .prompts()
+        .list(
+            &PromptFilter {
+                include_inactive: true,
+                ..Default::default()
+            },
+            Page::default(),
+        )
+        .await?;
+    assert_eq!(all.total, 0);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Users and digests
+// ---------------------------------------------------------------------------------------
+
+async fn users_create_get_list(db: Database) -> anyhow::Result<()> {
+    let before = now();
+    let alice = db
+        .users()
+        .create(
+            ACTOR,
+            &groundwork_db::NewUser {
+                email: "Alice@Example.COM".into(),
+                name: "Alice".into(),
+            },
+        )
+        .await?;
+    assert_eq!(alice.email, "alice@example.com");
+    assert_eq!(alice.name, "Alice");
+    assert_eq!(alice.created_at, alice.updated_at);
+    ensure!(alice.created_at >= before);
+    assert_eq!(db.users().get(alice.id).await?, alice);
+    expect_err!(NotFound, db.users().get(alice.id + 10_000).await);
+
+    expect_err!(
+        Conflict,
+        db.users().create(ACTOR, &user("ALICE@example.com")).await
+    );
+    expect_err!(
+        Conflict,
+        db.users()
+            .create(ACTOR, &user("  alice@example.com "))
+            .await
+    );
+    for email in [
+        "",
+        "not-an-email",
+        "@example.com",
+        "alice@",
+        "a b@example.com",
+        "a@b@c",
+    ] {
+        match db.users().create(ACTOR, &user(email)).await {
+            Err(DbError::Invalid { .. }) => {}
+            other => anyhow::bail!("expected Invalid for email {email:?}, got {other:?}"),
+        }
+    }
+    let long_email = format!("{}@example.com", "a".repeat(limits::EMAIL));
+    expect_err!(Invalid, db.users().create(ACTOR, &user(&long_email)).await);
+    let mut nameless = user("nameless@example.com");
+    nameless.name = String::new();
+    expect_err!(Invalid, db.users().create(ACTOR, &nameless).await);
+
+    let bob = db.users().create(ACTOR, &user("bob@example.com")).await?;
+    let all = db
+        .users()
+        .list(&UserFilter::default(), Page::default())
+        .await?;
+    assert_eq!(all.total, 2);
+    assert_eq!(all.items, vec![alice.clone(), bob.clone()]);
+    let found = db
+        .users()
+        .list(
+            &UserFilter {
+                email: Some("ALICE@EXAMPLE.COM".into()),
+            },
+            Page::default(),
+        )
+        .await?;
+    assert_eq!(found.total, 1);
+    assert_eq!(found.items, vec![alice]);
+    let missing = db
+        .users()
+        .list(
+            &UserFilter {
+                email: Some("carol@example.com".into()),
+            },
+            Page::default(),
+        )
+        .await?;
+    assert_eq!((missing.items.len(), missing.total), (0, 0));
+    let second_page = db.users().list(&UserFilter::default(), page(1, 1)?).await?;
+    assert_eq!(second_page.items, vec![bob]);
+    assert_eq!(second_page.total, 2);
+    Ok(())
+}
+
+async fn digests_create_and_recent(db: Database) -> anyhow::Result<()> {
+    let u = db
+        .users()
+        .create(ACTOR, &user("reader@example.com"))
+        .await?;
+    let other = db.users().create(ACTOR, &user("other@example.com")).await?;
+
+    let mut first = digest("Week 1");
+    first.metadata = json!({ "items": 3 });
+    first.period = "2026-W01".into();
+    let d1 = db.digests().create(ACTOR, u.id, &first).await?;
+    assert_eq!(d1.user_id, u.id);
+    assert_eq!(d1.subject, "Week 1");
+    assert_eq!(d1.body, "Line one.\nLine two.");
+    assert_eq!(d1.period, "2026-W01");
+    assert_eq!(d1.metadata, json!({ "items": 3 }));
+    let d2 = db.digests().create(ACTOR, u.id, &digest("Week 2")).await?;
+    let d3 = db.digests().create(ACTOR, u.id, &digest("Week 3")).await?;
+    let d_other = db
+        .digests()
+        .create(ACTOR, other.id, &digest("Other"))
+        .await?;
+
+    let recent = db.digests().recent(u.id, Page::default()).await?;
+    assert_eq!(recent.total, 3);
+    assert_eq!(recent.items, vec![d3.clone(), d2.clone(), d1.clone()]);
+    let first_two = db.digests().recent(u.id, page(2, 0)?).await?;
+    assert_eq!(first_two.items, vec![d3, d2]);
+    assert_eq!(first_two.total, 3);
+    let last = db.digests().recent(u.id, page(2, 2)?).await?;
+    assert_eq!(last.items, vec![d1]);
+    assert_eq!(last.total, 3);
+    let others = db.digests().recent(other.id, Page::default()).await?;
+    assert_eq!(others.items, vec![d_other]);
+    assert_eq!(others.total, 1);
+
+    expect_err!(
+        NotFound,
+        db.digests()
+            .create(ACTOR, other.id + 10_000, &digest("Nobody"))
+            .await
+    );
+    expect_err!(
+        NotFound,
+        db.digests()
+            .recent(other.id + 10_000, Page::default())
+            .await
+    );
+
+    let mut invalid = vec![digest(""), digest(&"s".repeat(limits::SUBJECT + 1))];
+    let mut no_body = digest("s");
+    no_body.body = String::new();
+    invalid.push(no_body);
+    let mut no_period = digest("s");
+    no_period.period = String::new();
+    invalid.push(no_period);
+    let mut bad_metadata = digest("s");
+    bad_metadata.metadata = json!([]);
+    invalid.push(bad_metadata);
+    for new in &invalid {
+        match db.digests().create(ACTOR, u.id, new).await {
+            Err(DbError::Invalid { .. }) => {}
+            other => anyhow::bail!("expected Invalid for {:?}, got {other:?}", new.subject),
+        }
+    }
+    assert_eq!(db.digests().recent(u.id, Page::default()).await?.total, 3);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Workflows and executions
+// ---------------------------------------------------------------------------------------
+
+async fn workflows_crud(db: Database) -> anyhow::Result<()> {
+    let defaults: NewWorkflow = serde_json::from_value(json!({ "name": "empty" }))?;
+    let empty = db.workflows().create(ACTOR, &defaults).await?;
+    assert_eq!(empty.steps, json!([]));
+    assert_eq!(empty.description, None);
+
+    let mut new = workflow("ingest");
+    new.description = Some("Ingests".into());
+    let before = now();
+    let ingest = db.workflows().create(ACTOR, &new).await?;
+    assert_eq!(ingest.name, "ingest");
+    assert_eq!(ingest.description.as_deref(), Some("Ingests"));
+    assert_eq!(
+        ingest.steps,
+        json!([{ "name": "fetch" }, { "name": "summarise" }])
+    );
+    assert_eq!(ingest.created_at, ingest.updated_at);
+    ensure!(ingest.created_at >= before);
+    assert_eq!(db.workflows().get(ingest.id).await?, ingest);
+    expect_err!(NotFound, db.workflows().get(ingest.id + 10_000).await);
+
+    let all = db.workflows().list(Page::default()).await?;
+    assert_eq!(all.total, 2);
+    assert_eq!(all.items, vec![empty.clone(), ingest.clone()]);
+    let second = db.workflows().list(page(1, 1)?).await?;
+    assert_eq!((second.items, second.total), (vec![ingest.clone()], 2));
+
+    expect_err!(
+        Conflict,
+        db.workflows().create(ACTOR, &workflow("ingest")).await
+    );
+    for steps in [
+        json!({ "name": "fetch" }),
+        json!("fetch"),
+        json!(null),
+        json!(1),
+    ] {
+        let mut bad = workflow("bad");
+        bad.steps = steps;
+        expect_err!(Invalid, db.workflows().create(ACTOR, &bad).await);
+    }
+    expect_err!(Invalid, db.workflows().create(ACTOR, &workflow("")).await);
+    let mut long_description = workflow("long");
+    long_description.description = Some("d".repeat(limits::DESCRIPTION + 1));
+    expect_err!(
+        Invalid,
+        db.workflows().create(ACTOR, &long_description).await
+    );
+
+    // Partial updates.
+    let updated = db
+        .workflows()
+        .update(
+            ACTOR,
+            ingest.id,
+            &WorkflowPatch {
+                description: Some(None),
+                steps: Some(json!([{ "name": "only" }])),
+                ..Default::default()
+            },
+        )
+        .await?;
+    assert_eq!(updated.name, "ingest");
+    assert_eq!(updated.description, None);
+    assert_eq!(updated.steps, json!([{ "name": "only" }]));
+    assert_eq!(updated.created_at, ingest.created_at);
+    ensure!(updated.updated_at > ingest.updated_at);
+    assert_eq!(db.workflows().get(ingest.id).await?, updated);
+    let renamed = db
+        .workflows()
+        .update(
+            ACTOR,
+            ingest.id,
+            &WorkflowPatch {
+                name: Some("load".into()),
+                ..Default::default()
+            },
+        )
+        .await?;
+    assert_eq!(renamed.name, "load");
+    assert_eq!(renamed.steps, updated.steps);
+    expect_err!(
+        Conflict,
+        db.workflows()
+            .update(
+                ACTOR,
+                ingest.id,
+                &WorkflowPatch {
+                    name: Some("empty".into()),
+                    ..Default::default()
+                }
+            )
+            .await
+    );
+    expect_err!(
+        Invalid,
+        db.workflows()
+            .update(
+                ACTOR,
+                ingest.id,
+                &WorkflowPatch {
+                    steps: Some(json!({})),
+                    ..Default::default()
+                }
+            )
+            .await
+    );
+    expect_err!(
+        NotFound,
+        db.workflows()
+            .update(
+                ACTOR,
+                ingest.id + 10_000,
+                &WorkflowPatch {
+                    name: Some("x".into()),
+                    ..Default::default()
+                }
+            )
+            .await
+    );
+    let audits = audit_total(&db).await?;
+    assert_eq!(
+        db.workflows()
+            .update(ACTOR, ingest.id, &WorkflowPatch::default())
+            .await?,
+        renamed
+    );
+    assert_eq!(audit_total(&db).await?, audits);
+    assert_eq!(db.workflows().get(ingest.id).await?, renamed);
+
+    db.workflows().delete(ACTOR, empty.id).await?;
+    expect_err!(NotFound, db.workflows().get(empty.id).await);
+    expect_err!(NotFound, db.workflows().delete(ACTOR, empty.id).await);
+    assert_eq!(db.workflows().list(Page::default()).await?.total, 1);
+    Ok(())
+}
+
+async fn workflow_with_execution_cannot_be_deleted(db: Database) -> anyhow::Result<()> {
+    let w = db.workflows().create(ACTOR, &workflow("busy")).await?;
+    let e = db.executions().create(ACTOR, w.id, &json!({})).await?;
+    let audits = audit_total(&db).await?;
+    expect_err!(Conflict, db.workflows().delete(ACTOR, w.id).await);
+    assert_eq!(db.workflows().get(w.id).await?, w);
+    assert_eq!(db.executions().get(e.id).await?, e);
+    assert_eq!(audit_total(&db).await?, audits);
+
+    let idle = db.workflows().create(ACTOR, &workflow("idle")).await?;
+    db.workflows().delete(ACTOR, idle.id).await?;
+    expect_err!(NotFound, db.workflows().get(idle.id).await);
+    Ok(())
+}
+
+async fn executions_lifecycle(db: Database) -> anyhow::Result<()> {
+    let w = db.workflows().create(ACTOR, &workflow("run-me")).await?;
+    let input = json!({ "x": 1, "tags": ["a", "b"] });
+    let before = now();
+    let e = db.executions().create(ACTOR, w.id, &input).await?;
+    assert_eq!(e.workflow_id, w.id);
+    assert_eq!(e.status, ExecutionStatus::Pending);
+    assert_eq!(e.input, input);
+    assert_eq!(e.output, None);
+    assert_eq!(e.error, None);
+    assert_eq!(e.attempts, 0);
+    assert_eq!(e.started_at, None);
+    assert_eq!(e.finished_at, None);
+    assert_eq!(e.created_at, e.updated_at);
+    ensure!(e.created_at >= before);
+    assert_eq!(db.executions().get(e.id).await?, e);
+    expect_err!(NotFound, db.executions().get(e.id + 10_000).await);
+    expect_err!(
+        NotFound,
+        db.executions()
+            .create(ACTOR, w.id + 10_000, &json!({}))
+            .await
+    );
+
+    let running = db
+        .executions()
+        .transition(e.id, ExecutionStatus::Running, None, None)
+        .await?;
+    assert_eq!(running.status, ExecutionStatus::Running);
+    assert_eq!(running.attempts, 1);
+    let started_at = running
+        .started_at
+        .ok_or_else(|| anyhow::anyhow!("started_at not set when running"))?;
+    ensure!(started_at >= e.created_at);
+    assert_eq!(running.finished_at, None);
+    ensure!(running.updated_at >= started_at);
+    assert_eq!(running.created_at, e.created_at);
+
+    let retrying = db
+        .executions()
+        .transition(e.id, ExecutionStatus::Retrying, None, Some("timeout"))
+        .await?;
+    assert_eq!(retrying.status, ExecutionStatus::Retrying);
+    assert_eq!(retrying.error.as_deref(), Some("timeout"));
+    assert_eq!(retrying.attempts, 1);
+    assert_eq!(retrying.started_at, Some(started_at));
+    assert_eq!(retrying.finished_at, None);
+
+    let again = db
+        .executions()
+        .transition(e.id, ExecutionStatus::Running, None, None)
+        .await?;
+    assert_eq!(again.status, ExecutionStatus::Running);
+    assert_eq!(again.attempts, 2);
+    assert_eq!(again.started_at, Some(started_at));
+
+    let output = json!({ "summary": "done", "count": 2 });
+    let completed = db
+        .executions()
+        .transition(e.id, ExecutionStatus::Completed, Some(&output), None)
+        .await?;
+    assert_eq!(completed.status, ExecutionStatus::Completed);
+    assert_eq!(completed.output, Some(output));
+    assert_eq!(completed.attempts, 2);
+    assert_eq!(completed.started_at, Some(started_at));
+    let finished_at = completed
+        .finished_at
+        .ok_or_else(|| anyhow::anyhow!("finished_at not set when completed"))?;
+    ensure!(finished_at >= started_at);
+    assert_eq!(completed.input, input);
+    assert_eq!(db.executions().get(e.id).await?, completed);
+
+    // Failure path: running -> failed stores the error and the finish time.
+    let f = db.executions().create(ACTOR, w.id, &json!({})).await?;
+    db.executions()
+        .transition(f.id, ExecutionStatus::Running, None, None)
+        .await?;
+    let failed = db
+        .executions()
+        .transition(f.id, ExecutionStatus::Failed, None, Some("boom"))
+        .await?;
+    assert_eq!(failed.status, ExecutionStatus::Failed);
+    assert_eq!(failed.error.as_deref(), Some("boom"));
+    ensure!(failed.finished_at.is_some());
+    assert_eq!(failed.output, None);
+    assert_eq!(db.executions().get(f.id).await?, failed);
+    Ok(())
+}
+
+async fn executions_illegal_moves(db: Database) -> anyhow::Result<()> {
+    let w = db.workflows().create(ACTOR, &workflow("strict")).await?;
+    let pending = db.executions().create(ACTOR, w.id, &json!({})).await?;
+    for target in [
+        ExecutionStatus::Completed,
+        ExecutionStatus::Failed,
+        ExecutionStatus::Retrying,
+    ] {
+        expect_err!(
+            Conflict,
+            db.executions()
+                .transition(pending.id, target, None, Some("x"))
+                .await
+        );
+    }
+    expect_err!(
+        Invalid,
+        db.executions()
+            .transition(pending.id, ExecutionStatus::Pending, None, None)
+            .await
+    );
+    assert_eq!(db.executions().get(pending.id).await?, pending);
+
+    let done = db.executions().create(ACTOR, w.id, &json!({})).await?;
+    db.executions()
+        .transition(done.id, ExecutionStatus::Running, None, None)
+        .await?;
+    expect_err!(
+        Conflict,
+        db.executions()
+            .transition(done.id, ExecutionStatus::Running, None, None)
+            .await
+    );
+    let completed = db
+        .executions()
+        .transition(done.id, ExecutionStatus::Completed, Some(&json!(1)), None)
+        .await?;
+    for target in [
+        ExecutionStatus::Running,
+        ExecutionStatus::Completed,
+        ExecutionStatus::Failed,
+        ExecutionStatus::Retrying,
+    ] {
+        expect_err!(
+            Conflict,
+            db.executions()
+                .transition(done.id, target, None, None)
+                .await
+        );
+    }
+    expect_err!(
+        Invalid,
+        db.executions()
+            .transition(done.id, ExecutionStatus::Pending, None, None)
+            .await
+    );
+    assert_eq!(db.executions().get(done.id).await?, completed);
+
+    expect_err!(
+        NotFound,
+        db.executions()
+            .transition(done.id + 10_000, ExecutionStatus::Running, None, None)
+            .await
+    );
+    expect_err!(
+        NotFound,
+        db.executions()
+            .transition(done.id + 10_000, ExecutionStatus::Completed, None, None)
+            .await
+    );
+    // An oversize error message is refused.
+    let running = db.executions().create(ACTOR, w.id, &json!({})).await?;
+    let running = db
+        .executions()
+        .transition(running.id, ExecutionStatus::Running, None, None)
+        .await?;
+    let long_error = "e".repeat(limits::ERROR + 1);
+    expect_err!(
+        Invalid,
+        db.executions()
+            .transition(running.id, ExecutionStatus::Failed, None, Some(&long_error))
+            .await
+    );
+    assert_eq!(db.executions().get(running.id).await?, running);
+    Ok(())
+}
+
+async fn executions_list_for_workflow(db: Database) -> anyhow::Result<()> {
+    let w1 = db.workflows().create(ACTOR, &workflow("w1")).await?;
+    let w2 = db.workflows().create(ACTOR, &workflow("w2")).await?;
+    let e1 = db
+        .executions()
+        .create(ACTOR, w1.id, &json!({ "n": 1 }))
+        .await?;
+    let e2 = db
+        .executions()
+        .create(ACTOR, w1.id, &json!({ "n": 2 }))
+        .await?;
+    let e3 = db
+        .executions()
+        .create(ACTOR, w1.id, &json!({ "n": 3 }))
+        .await?;
+    let e4 = db
+        .executions()
+        .create(ACTOR, w2.id, &json!({ "n": 4 }))
+        .await?;
+
+    let all = db
+        .executions()
+        .list_for_workflow(w1.id, Page::default())
+        .await?;
+    assert_eq!(all.total, 3);
+    assert_eq!(all.items, vec![e3.clone(), e2.clone(), e1.clone()]);
+    let paged = db
+        .executions()
+        .list_for_workflow(w1.id, page(2, 1)?)
+        .await?;
+    assert_eq!(paged.items, vec![e2, e1]);
+    assert_eq!(paged.total, 3);
+    let other = db
+        .executions()
+        .list_for_workflow(w2.id, Page::default())
+        .await?;
+    assert_eq!((other.items, other.total), (vec![e4], 1));
+    let none = db
+        .executions()
+        .list_for_workflow(w2.id + 10_000, Page::default())
+        .await?;
+    assert_eq!((none.items.len(), none.total), (0, 0));
+    Ok(())
+}
+
+async fn checkpoints_upsert_and_order(db: Database) -> anyhow::Result<()> {
+    let w = db.workflows().create(ACTOR, &workflow("cp")).await?;
+    let e = db.executions().create(ACTOR, w.id, &json!({})).await?;
+    let other = db.executions().create(ACTOR, w.id, &json!({})).await?;
+
+    let fetch = db
+        .executions()
+        .save_checkpoint(e.id, "fetch", &json!({ "page": 1 }))
+        .await?;
+    assert_eq!(fetch.execution_id, e.id);
+    assert_eq!(fetch.step, "fetch");
+    assert_eq!(fetch.state, json!({ "page": 1 }));
+    let parse = db
+        .executions()
+        .save_checkpoint(e.id, "parse", &json!([1, 2, 3]))
+        .await?;
+    ensure!(parse.id != fetch.id);
+    let other_cp = db
+        .executions()
+        .save_checkpoint(other.id, "fetch", &json!({ "page": 9 }))
+        .await?;
+    ensure!(other_cp.id != fetch.id);
+
+    // Saving the same step again replaces its state and keeps its identity and position.
+    let fetch2 = db
+        .executions()
+        .save_checkpoint(e.id, "fetch", &json!({ "page": 2 }))
+        .await?;
+    assert_eq!(fetch2.id, fetch.id);
+    assert_eq!(fetch2.state, json!({ "page": 2 }));
+    ensure!(fetch2.created_at >= fetch.created_at);
+    assert_eq!(
+        db.executions().checkpoints(e.id).await?,
+        vec![fetch2, parse]
+    );
+    assert_eq!(db.executions().checkpoints(other.id).await?, vec![other_cp]);
+    assert_eq!(db.executions().checkpoints(e.id + 10_000).await?, vec![]);
+
+    expect_err!(
+        NotFound,
+        db.executions()
+            .save_checkpoint(e.id + 10_000, "fetch", &json!({}))
+            .await
+    );
+    expect_err!(
+        Invalid,
+        db.executions().save_checkpoint(e.id, "", &json!({})).await
+    );
+    assert_eq!(db.executions().checkpoints(e.id).await?.len(), 2);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Sessions
+// ---------------------------------------------------------------------------------------
+
+async fn sessions_lifecycle(db: Database) -> anyhow::Result<()> {
+    let u = db.users().create(ACTOR, &user("s@example.com")).await?;
+    let other = db.users().create(ACTOR, &user("o@example.com")).await?;
+    let a = db.agents().create(ACTOR, &agent("assistant")).await?;
+
+    let expires = now() + Duration::hours(1);
+    let before = now();
+    let s1 = db
+        .sessions()
+        .create(&NewSession {
+            user_id: u.id,
+            agent_id: Some(a.id),
+            metadata: json!({ "ip": "10.0.0.1" }),
+            expires_at: expires,
+        })
+        .await?;
+    assert_eq!(s1.user_id, u.id);
+    assert_eq!(s1.agent_id, Some(a.id));
+    assert_eq!(s1.metadata, json!({ "ip": "10.0.0.1" }));
+    assert_eq!(s1.expires_at, expires);
+    ensure!(s1.created_at >= before && s1.created_at < expires);
+
+    let parsed: NewSession = serde_json::from_value(json!({
+        "user_id": u.id,
+        "expires_at": (now() + Duration::hours(2)).to_rfc3339(),
+    }))?;
+    let s2 = db.sessions().create(&parsed).await?;
+    assert_eq!(s2.agent_id, None);
+    assert_eq!(s2.metadata, json!({}));
+    let s_other = db
+        .sessions()
+        .create(&NewSession {
+            user_id: other.id,
+            agent_id: None,
+            metadata: json!({}),
+            expires_at: now() + Duration::minutes(5),
+        })
+        .await?;
+
+    assert_eq!(db.sessions().get_active(s1.id).await?, s1);
+    expect_err!(NotFound, db.sessions().get_active(s1.id + 10_000).await);
+    assert_eq!(
+        db.sessions().active_for_user(u.id).await?,
+        vec![s2.clone(), s1.clone()]
+    );
+    assert_eq!(
+        db.sessions().active_for_user(other.id).await?,
+        vec![s_other.clone()]
+    );
+    assert_eq!(
+        db.sessions().active_for_user(other.id + 10_000).await?,
+        vec![]
+    );
+
+    db.sessions().delete(s2.id).await?;
+    expect_err!(NotFound, db.sessions().get_active(s2.id).await);
+    expect_err!(NotFound, db.sessions().delete(s2.id).await);
+    assert_eq!(db.sessions().active_for_user(u.id).await?, vec![s1.clone()]);
+
+    // Nothing has expired yet; a day from now, both remaining sessions have.
+    assert_eq!(db.sessions().delete_expired(now()).await?, 0);
+    assert_eq!(db.sessions().get_active(s1.id).await?, s1);
+    // Expiry is inclusive: a session expiring exactly at the instant is deleted.
+    assert_eq!(
+        db.sessions()
+            .delete_expired(s_other.expires_at - Duration::microseconds(1))
+            .await?,
+        0
+    );
+    assert_eq!(db.sessions().delete_expired(s_other.expires_at).await?, 1);
+    expect_err!(NotFound, db.sessions().get_active(s_other.id).await);
+    assert_eq!(
+        db.sessions()
+            .delete_expired(now() + Duration::days(1))
+            .await?,
+        1
+    );
+    expect_err!(NotFound, db.sessions().get_active(s1.id).await);
+    assert_eq!(db.sessions().active_for_user(u.id).await?, vec![]);
+    assert_eq!(
+        db.sessions()
+            .delete_expired(now() + Duration::days(1))
+            .await?,
+        0
+    );
+    Ok(())
+}
+
+async fn sessions_invalid_input(db: Database) -> anyhow::Result<()> {
+    let u = db.users().create(ACTOR, &user("s@example.com")).await?;
+    let a = db.agents().create(ACTOR, &agent("assistant")).await?;
+    let valid = NewSession {
+        user_id: u.id,
+        agent_id: Some(a.id),
+        metadata: json!({}),
+        expires_at: now() + Duration::hours(1),
+    };
+
+    let mut past = valid.clone();
+    past.expires_at = now() - Duration::seconds(1);
+    expect_err!(Invalid, db.sessions().create(&past).await);
+    let mut unknown_user = valid.clone();
+    unknown_user.user_id = u.id + 10_000;
+    expect_err!(Invalid, db.sessions().create(&unknown_user).await);
+    let mut unknown_agent = valid.clone();
+    unknown_agent.agent_id = Some(a.id + 10_000);
+    expect_err!(Invalid, db.sessions().create(&unknown_agent).await);
+    let mut bad_metadata = valid.clone();
+    bad_metadata.metadata = json!(["x"]);
+    expect_err!(Invalid, db.sessions().create(&bad_metadata).await);
+
+    assert_eq!(db.sessions().active_for_user(u.id).await?, vec![]);
+    assert_eq!(db.sessions().active_for_user(u.id + 10_000).await?, vec![]);
+    let created = db.sessions().create(&valid).await?;
+    assert_eq!(db.sessions().active_for_user(u.id).await?, vec![created]);
+    Ok(())
+}
+
+async fn sessions_keep_user_when_agent_deleted(db: Database) -> anyhow::Result<()> {
+    let u = db.users().create(ACTOR, &user("s@example.com")).await?;
+    let a = db.agents().create(ACTOR, &agent("assistant")).await?;
+    let s = db
+        .sessions()
+        .create(&NewSession {
+            user_id: u.id,
+            agent_id: Some(a.id),
+            metadata: json!({}),
+            expires_at: now() + Duration::hours(1),
+        })
+        .await?;
+    db.agents().delete(ACTOR, a.id).await?;
+    let after = db.sessions().get_active(s.id).await?;
+    assert_eq!(after.agent_id, None);
+    assert_eq!(after.user_id, u.id);
+    assert_eq!(after.expires_at, s.expires_at);
+    Ok(())
+}
+
+/// Timestamps given by the caller are kept at the precision both backends store
+/// (microseconds), as `groundwork_db::now` promises for the library's own timestamps: the same
+/// input must read back the same on SQLite and PostgreSQL.
+async fn caller_timestamps_stored_at_microsecond_precision(db: Database) -> anyhow::Result<()> {
+    let u = db.users().create(ACTOR, &user("p@example.com")).await?;
+    let exact = now() + Duration::hours(1);
+    let expires = exact + Duration::nanoseconds(789);
+    let s = db
+        .sessions()
+        .create(&NewSession {
+            user_id: u.id,
+            agent_id: None,
+            metadata: json!({}),
+            expires_at: expires,
+        })
+        .await?;
+    let read = db.sessions().get_active(s.id).await?;
+    assert_eq!(read, s);
+    assert_eq!(
+        s.expires_at,
+        expires.trunc_subsecs(6),
+        "expires_at must be stored at microsecond precision on every backend"
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Audit
+// ---------------------------------------------------------------------------------------
+
+/// Checks that exactly one audit entry was added since `before` and that it is the one
+/// described; returns the new total.
+async fn one_audit(
+    db: &Database,
+    before: i64,
+    actor: &str,
+    action: &str,
+    entity_type: &str,
+    entity_id: &str,
+) -> anyhow::Result<i64> {
+    let total = audit_total(db).await?;
+    ensure!(
+        total == before + 1,
+        "{action}: expected exactly one new audit entry, got {}",
+        total - before
+    );
+    let entry = audit_latest(db).await?;
+    assert_eq!(entry.actor, actor, "{action}: actor");
+    assert_eq!(entry.action, action);
+    assert_eq!(entry.entity_type, entity_type, "{action}: entity_type");
+    assert_eq!(
+        entry.entity_id.as_deref(),
+        Some(entity_id),
+        "{action}: entity_id"
+    );
+    ensure!(entry.details.is_object(), "{action}: details not an object");
+    Ok(total)
+}
+
+async fn audit_every_write_records_one_entry(db: Database) -> anyhow::Result<()> {
+    let mut n = audit_total(&db).await?;
+    assert_eq!(n, 0);
+
+    let a = db.agents().create("alice", &agent("a")).await?;
+    n = one_audit(&db, n, "alice", "agent.create", "agent", &a.id.to_string()).await?;
+    let patch = AgentPatch {
+        status: Some(AgentStatus::Inactive),
+        ..Default::default()
+    };
+    db.agents().update("bob", a.id, &patch).await?;
+    n = one_audit(&db, n, "bob", "agent.update", "agent", &a.id.to_string()).await?;
+    let latest = audit_latest(&db).await?;
+    assert_eq!(latest.details["fields"], json!(["status"]));
+
+    let t = db.tools().create("svc:sync", &tool("t")).await?;
+    n = one_audit(&db, n, "svc:sync", "tool.create", "tool", &t.id.to_string()).await?;
+    let patch = ToolPatch {
+        kind: Some("grpc".into()),
+        ..Default::default()
+    };
+    db.tools().update("alice", t.id, &patch).await?;
+    n = one_audit(&db, n, "alice", "tool.update", "tool", &t.id.to_string()).await?;
+
+    let pair = format!("{}/{}", a.id, t.id);
+    db.tools()
+        .attach("bob", a.id, t.id, &Attachment::default())
+        .await?;
+    n = one_audit(&db, n, "bob", "tool.attach", "agent_tool", &pair).await?;
+    // Updating an attachment is also one entry.
+    db.tools()
+        .attach("bob", a.id, t.id, &Attachment::default())
+        .await?;
+    n = one_audit(&db, n, "bob", "tool.attach", "agent_tool", &pair).await?;
+    db.tools().detach("carol", a.id, t.id).await?;
+    n = one_audit(&db, n, "carol", "tool.detach", "agent_tool", &pair).await?;
+    db.tools().delete("alice", t.id).await?;
+    n = one_audit(&db, n, "alice", "tool.delete", "tool", &t.id.to_string()).await?;
+    db.agents().delete("alice", a.id).await?;
+    n = one_audit(&db, n, "alice", "agent.delete", "agent", &a.id.to_string()).await?;
+
+    let p = db
+        .prompts()
+        .create("writer", &prompt("p", "1", "support"))
+        .await?;
+    n = one_audit(
+        &db,
+        n,
+        "writer",
+        "prompt.create",
+        "prompt",
+        &p.id.to_string(),
+    )
+    .await?;
+    let patch = PromptPatch {
+        content: Some("New".into()),
+        ..Default::default()
+    };
+    db.prompts().update("writer", p.id, &patch).await?;
+    n = one_audit(
+        &db,
+        n,
+        "writer",
+        "prompt.update",
+        "prompt",
+        &p.id.to_string(),
+    )
+    .await?;
+    db.prompts().delete("editor", p.id).await?;
+    n = one_audit(
+        &db,
+        n,
+        "editor",
+        "prompt.delete",
+        "prompt",
+        &p.id.to_string(),
+    )
+    .await?;
+
+    let u = db.users().create("admin", &user("u@example.com")).await?;
+    n = one_audit(&db, n, "admin", "user.create", "user", &u.id.to_string()).await?;
+    let d = db.digests().create("mailer", u.id, &digest("Hi")).await?;
+    n = one_audit(
+        &db,
+        n,
+        "mailer",
+        "digest.create",
+        "email_digest",
+        &d.id.to_string(),
+    )
+    .await?;
+
+    let w = db.workflows().create("ops", &workflow("w")).await?;
+    n = one_audit(
+        &db,
+        n,
+        "ops",
+        "workflow.create",
+        "workflow",
+        &w.id.to_string(),
+    )
+    .await?;
+    let patch = WorkflowPatch {
+        steps: Some(json!([])),
+        ..Default::default()
+    };
+    db.workflows().update("ops", w.id, &patch).await?;
+    n = one_audit(
+        &db,
+        n,
+        "ops",
+        "workflow.update",
+        "workflow",
+        &w.id.to_string(),
+    )
+    .await?;
+    let e = db.executions().create("runner", w.id, &json!({})).await?;
+    n = one_audit(
+        &db,
+        n,
+        "runner",
+        "execution.create",
+        "execution",
+        &e.id.to_string(),
+    )
+    .await?;
+    let w2 = db.workflows().create("ops", &workflow("w2")).await?;
+    n = one_audit(
+        &db,
+        n,
+        "ops",
+        "workflow.create",
+        "workflow",
+        &w2.id.to_string(),
+    )
+    .await?;
+    db.workflows().delete("ops", w2.id).await?;
+    n = one_audit(
+        &db,
+        n,
+        "ops",
+        "workflow.delete",
+        "workflow",
+        &w2.id.to_string(),
+    )
+    .await?;
+
+    assert_eq!(audit_total(&db).await?, n);
+    Ok(())
+}
+
+async fn audit_failed_writes_record_nothing(db: Database) -> anyhow::Result<()> {
+    let a = db.agents().create(ACTOR, &agent("a")).await?;
+    let b = db.agents().create(ACTOR, &agent("b")).await?;
+    let t = db.tools().create(ACTOR, &tool("t")).await?;
+    let p = db
+        .prompts()
+        .create(ACTOR, &prompt("p", "1", "support"))
+        .await?;
+    let u = db.users().create(ACTOR, &user("u@example.com")).await?;
+    let w = db.workflows().create(ACTOR, &workflow("w")).await?;
+    db.executions().create(ACTOR, w.id, &json!({})).await?;
+    let before = audit_total(&db).await?;
+    let latest = audit_latest(&db).await?;
+
+    expect_err!(Conflict, db.agents().create("x", &agent("a")).await);
+    let rename = AgentPatch {
+        name: Some("a".into()),
+        ..Default::default()
+    };
+    expect_err!(Conflict, db.agents().update("x", b.id, &rename).await);
+    expect_err!(Conflict, db.tools().create("x", &tool("t")).await);
+    expect_err!(
+        Conflict,
+        db.prompts().create("x", &prompt("p", "1", "other")).await
+    );
+    expect_err!(
+        Conflict,
+        db.users().create("x", &user("U@example.com")).await
+    );
+    expect_err!(Conflict, db.workflows().create("x", &workflow("w")).await);
+    // Refused because the workflow has an execution (the error kind is checked by
+    // `workflow_with_execution_cannot_be_deleted`; here only the audit log matters).
+    let refused = db.workflows().delete("x", w.id).await;
+    ensure!(
+        refused.is_err(),
+        "deleting a workflow with executions succeeded"
+    );
+    expect_err!(Invalid, db.agents().create("x", &agent("")).await);
+    expect_err!(
+        NotFound,
+        db.tools()
+            .attach("x", a.id, t.id + 10_000, &Attachment::default())
+            .await
+    );
+    expect_err!(NotFound, db.tools().detach("x", a.id, t.id).await);
+    expect_err!(NotFound, db.agents().delete("x", a.id + 10_000).await);
+    expect_err!(NotFound, db.tools().delete("x", t.id + 10_000).await);
+    expect_err!(NotFound, db.prompts().delete("x", p.id + 10_000).await);
+    expect_err!(NotFound, db.workflows().delete("x", w.id + 10_000).await);
+    expect_err!(
+        NotFound,
+        db.digests().create("x", u.id + 10_000, &digest("s")).await
+    );
+    expect_err!(
+        NotFound,
+        db.executions().create("x", w.id + 10_000, &json!({})).await
+    );
+    let unknown = AgentPatch {
+        kind: Some("k".into()),
+        ..Default::default()
+    };
+    expect_err!(
+        NotFound,
+        db.agents().update("x", a.id + 10_000, &unknown).await
+    );
+
+    assert_eq!(audit_total(&db).await?, before);
+    assert_eq!(audit_latest(&db).await?, latest);
+    let by_x = db
+        .audit()
+        .list(
+            &AuditFilter {
+                actor: Some("x".into()),
+                ..Default::default()
+            },
+            Page::default(),
+        )
+        .await?;
+    assert_eq!(by_x.total, 0);
+    Ok(())
+}
+
+async fn audit_filters_and_order(db: Database) -> anyhow::Result<()> {
+    let a = db.agents().create("alice", &agent("a")).await?;
+    let t1 = db.tools().create("bob", &tool("t1")).await?;
+    let mid = now();
+    let t2 = db.tools().create("alice", &tool("t2")).await?;
+    let patch = AgentPatch {
+        kind: Some("k".into()),
+        ..Default::default()
+    };
+    db.agents().update("bob", a.id, &patch).await?;
+
+    let list = |filter: AuditFilter, page: Page| {
+        let db = db.clone();
+        async move {
+            let listing = db.audit().list(&filter, page).await?;
+            let actions: Vec<(String, String)> = listing
+                .items
+                .iter()
+                .map(|e| (e.actor.clone(), e.action.clone()))
+                .collect();
+            anyhow::Ok((actions, listing.total, listing.items))
+        }
+    };
+    let pair = |actor: &str, action: &str| (actor.to_owned(), action.to_owned());
+
+    let (all, total, entries) = list(AuditFilter::default(), Page::default()).await?;
+    assert_eq!(total, 4);
+    assert_eq!(
+        all,
+        vec![
+            pair("bob", "agent.update"),
+            pair("alice", "tool.create"),
+            pair("bob", "tool.create"),
+            pair("alice", "agent.create"),
+        ]
+    );
+    for window in entries.windows(2) {
+        ensure!(window[0].at >= window[1].at, "not newest first by time");
+        ensure!(window[0].id > window[1].id, "not newest first by id");
+    }
+    assert_eq!(
+        entries[1].entity_id.as_deref(),
+        Some(t2.id.to_string().as_str())
+    );
+    assert_eq!(
+        entries[2].entity_id.as_deref(),
+        Some(t1.id.to_string().as_str())
+    );
+
+    let by_actor = AuditFilter {
+        actor: Some("alice".into()),
+        ..Default::default()
+    };
+    let (rows, total, _) = list(by_actor, Page::default()).await?;
+    assert_eq!(total, 2);
+    assert_eq!(
+        rows,
+        vec![pair("alice", "tool.create"), pair("alice", "agent.create")]
+    );
+    let by_action = AuditFilter {
+        action: Some("tool.create".into()),
+        ..Default::default()
+    };
+    let (rows, total, _) = list(by_action, Page::default()).await?;
+    assert_eq!(total, 2);
+    assert_eq!(
+        rows,
+        vec![pair("alice", "tool.create"), pair("bob", "tool.create")]
+    );
+    let by_entity = AuditFilter {
+        entity_type: Some("agent".into()),
+        ..Default::default()
+    };
+    let (rows, total, _) = list(by_entity, Page::default()).await?;
+    assert_eq!(total, 2);
+    assert_eq!(
+        rows,
+        vec![pair("bob", "agent.update"), pair("alice", "agent.create")]
+    );
+    let combined = AuditFilter {
+        actor: Some("bob".into()),
+        entity_type: Some("tool".into()),
+        ..Default::default()
+    };
+    let (rows, total, _) = list(combined, Page::default()).await?;
+    assert_eq!((rows, total), (vec![pair("bob", "tool.create")], 1));
+    let nobody = AuditFilter {
+        actor: Some("nobody".into()),
+        ..Default::default()
+    };
+    let (rows, total, _) = list(nobody, Page::default()).await?;
+    assert_eq!((rows.len(), total), (0, 0));
+
+    // Time windows: since is inclusive, until exclusive.
+    let since_mid = AuditFilter {
+        since: Some(mid),
+        ..Default::default()
+    };
+    let (rows, total, _) = list(since_mid, Page::default()).await?;
+    assert_eq!(
+        (rows, total),
+        (
+            vec![pair("bob", "agent.update"), pair("alice", "tool.create")],
+            2
+        )
+    );
+    let until_mid = AuditFilter {
+        until: Some(mid),
+        ..Default::default()
+    };
+    let (rows, total, _) = list(until_mid, Page::default()).await?;
+    assert_eq!(
+        (rows, total),
+        (
+            vec![pair("bob", "tool.create"), pair("alice", "agent.create")],
+            2
+        )
+    );
+    let pivot = &entries[2];
+    let at_pivot = AuditFilter {
+        since: Some(pivot.at),
+        until: Some(pivot.at + Duration::microseconds(1)),
+        ..Default::default()
+    };
+    let (_, total, items) = list(at_pivot, Page::default()).await?;
+    assert_eq!((items, total), (vec![pivot.clone()], 1));
+    let before_pivot = AuditFilter {
+        until: Some(pivot.at),
+        ..Default::default()
+    };
+    let (_, total, items) = list(before_pivot, Page::default()).await?;
+    assert_eq!((items, total), (vec![entries[3].clone()], 1));
+    let alice_since_mid = AuditFilter {
+        actor: Some("alice".into()),
+        since: Some(mid),
+        ..Default::default()
+    };
+    let (rows, total, _) = list(alice_since_mid, Page::default()).await?;
+    assert_eq!((rows, total), (vec![pair("alice", "tool.create")], 1));
+
+    // Paging.
+    let (rows, total, _) = list(AuditFilter::default(), page(2, 1)?).await?;
+    assert_eq!(
+        (rows, total),
+        (
+            vec![pair("alice", "tool.create"), pair("bob", "tool.create")],
+            4
+        )
+    );
+    Ok(())
+}
+
+/// `since` means "at or after this instant" even when the instant has sub-microsecond digits:
+/// an entry written strictly before it is not returned, on either backend.
+async fn audit_since_is_exact_below_a_microsecond(db: Database) -> anyhow::Result<()> {
+    let entry = db
+        .audit()
+        .record("ops", "cache.flush", "cache", None, json!({}))
+        .await?;
+    let just_after = entry.at + Duration::nanoseconds(500);
+    let filter = AuditFilter {
+        since: Some(just_after),
+        ..Default::default()
+    };
+    let listing = db.audit().list(&filter, Page::default()).await?;
+    assert_eq!(
+        listing.total, 0,
+        "an entry at {} was returned for since = {just_after}",
+        entry.at
+    );
+    let filter = AuditFilter {
+        until: Some(just_after),
+        ..Default::default()
+    };
+    let listing = db.audit().list(&filter, Page::default()).await?;
+    assert_eq!(listing.items, vec![entry]);
+    Ok(())
+}
+
+async fn audit_record(db: Database) -> anyhow::Result<()> {
+    let before = now();
+    let entry = db
+        .audit()
+        .record(
+            "ops",
+            "cache.flush",
+            "cache",
+            Some("all"),
+            json!({ "keys": 3 }),
+        )
+        .await?;
+    ensure!(entry.id > 0);
+    assert_eq!(entry.actor, "ops");
+    assert_eq!(entry.action, "cache.flush");
+    assert_eq!(entry.entity_type, "cache");
+    assert_eq!(entry.entity_id.as_deref(), Some("all"));
+    assert_eq!(entry.details, json!({ "keys": 3 }));
+    ensure!(entry.at >= before && entry.at <= now());
+    assert_eq!(audit_latest(&db).await?, entry);
+
+    let login = db
+        .audit()
+        .record("alice", "auth.login", "session", None, json!({}))
+        .await?;
+    assert_eq!(login.entity_id, None);
+    assert_eq!(login.details, json!({}));
+    ensure!(login.id > entry.id);
+    let listing = db
+        .audit()
+        .list(
+            &AuditFilter {
+                action: Some("auth.login".into()),
+                ..Default::default()
+            },
+            Page::default(),
+        )
+        .await?;
+    assert_eq!(listing.items, vec![login]);
+
+    expect_err!(
+        Invalid,
+        db.audit().record("", "a.b", "x", None, json!({})).await
+    );
+    expect_err!(
+        Invalid,
+        db.audit().record("ops", " ", "x", None, json!({})).await
+    );
+    expect_err!(
+        Invalid,
+        db.audit().record("ops", "a.b", "", None, json!({})).await
+    );
+    assert_eq!(audit_total(&db).await?, 2);
+    // Recording is not a change to a tracked table.
+    assert_eq!(db.changes().current_cursor().await?, 0);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Change log
+// ---------------------------------------------------------------------------------------
+
+async fn changes_sequence_and_cursor(db: Database) -> anyhow::Result<()> {
+    assert_eq!(db.changes().current_cursor().await?, 0);
+    let empty = db.changes().since(0, 10).await?;
+    assert_eq!(
+        (empty.changes.len(), empty.next_cursor, empty.has_more),
+        (0, 0, false)
+    );
+
+    let before = now();
+    let a = db.agents().create(ACTOR, &agent("a")).await?;
+    let t = db.tools().create(ACTOR, &tool("t")).await?;
+    db.tools()
+        .attach(ACTOR, a.id, t.id, &Attachment::default())
+        .await?;
+    let patch = ToolPatch {
+        is_active: Some(false),
+        ..Default::default()
+    };
+    db.tools().update(ACTOR, t.id, &patch).await?;
+    let patch = AgentPatch {
+        description: Some(Some("d".into())),
+        ..Default::default()
+    };
+    db.agents().update(ACTOR, a.id, &patch).await?;
+    db.tools().detach(ACTOR, a.id, t.id).await?;
+    db.tools().delete(ACTOR, t.id).await?;
+    db.agents().delete(ACTOR, a.id).await?;
+    let p = db
+        .prompts()
+        .create(ACTOR, &prompt("p", "1", "support"))
+        .await?;
+    let patch = PromptPatch {
+        content: Some("c".into()),
+        ..Default::default()
+    };
+    db.prompts().update(ACTOR, p.id, &patch).await?;
+    db.prompts().delete(ACTOR, p.id).await?;
+    let after = now();
+
+    let batch = db.changes().since(0, 100).await?;
+    assert_eq!(
+        shape(&batch.changes),
+        vec![
+            (Entity::Agent, a.id, None, Op::Upsert),
+            (Entity::Tool, t.id, None, Op::Upsert),
+            (Entity::AgentTool, a.id, Some(t.id), Op::Upsert),
+            (Entity::Tool, t.id, None, Op::Upsert),
+            (Entity::Agent, a.id, None, Op::Upsert),
+            (Entity::AgentTool, a.id, Some(t.id), Op::Delete),
+            (Entity::Tool, t.id, None, Op::Delete),
+            (Entity::Agent, a.id, None, Op::Delete),
+            (Entity::Prompt, p.id, None, Op::Upsert),
+            (Entity::Prompt, p.id, None, Op::Upsert),
+            (Entity::Prompt, p.id, None, Op::Delete),
+        ]
+    );
+    ensure!(!batch.has_more);
+    for window in batch.changes.windows(2) {
+        ensure!(
+            window[0].seq < window[1].seq,
+            "seq not strictly increasing: {} then {}",
+            window[0].seq,
+            window[1].seq
+        );
+        ensure!(window[0].changed_at <= window[1].changed_at);
+    }
+    for change in &batch.changes {
+        ensure!(change.seq > 0);
+        ensure!(before <= change.changed_at && change.changed_at <= after);
+    }
+    let last = batch
+        .changes
+        .last()
+        .map(|c| c.seq)
+        .ok_or_else(|| anyhow::anyhow!("no changes"))?;
+    assert_eq!(batch.next_cursor, last);
+    assert_eq!(db.changes().current_cursor().await?, last);
+
+    let rest = db.changes().since(batch.next_cursor, 100).await?;
+    assert_eq!(rest.changes, vec![]);
+    assert_eq!(rest.next_cursor, batch.next_cursor);
+    ensure!(!rest.has_more);
+
+    // A cursor in the middle returns exactly the changes after it.
+    let middle = batch.changes[4].seq;
+    let tail = db.changes().since(middle, 100).await?;
+    assert_eq!(tail.changes, batch.changes[5..].to_vec());
+    assert_eq!(tail.next_cursor, last);
+
+    // A later write continues after the cursor.
+    let again = db.agents().create(ACTOR, &agent("again")).await?;
+    let next = db.changes().since(last, 100).await?;
+    assert_eq!(
+        shape(&next.changes),
+        vec![(Entity::Agent, again.id, None, Op::Upsert)]
+    );
+    ensure!(next.next_cursor > last);
+    assert_eq!(db.changes().current_cursor().await?, next.next_cursor);
+    Ok(())
+}
+
+async fn changes_pagination(db: Database) -> anyhow::Result<()> {
+    for i in 0..7 {
+        db.agents().create(ACTOR, &agent(&format!("a{i}"))).await?;
+    }
+    let all = db.changes().since(0, 100).await?;
+    assert_eq!(all.changes.len(), 7);
+
+    let mut collected = Vec::new();
+    let mut cursor = 0;
+    let mut batches = 0;
+    loop {
+        let batch = db.changes().since(cursor, 3).await?;
+        batches += 1;
+        ensure!(batch.changes.len() <= 3);
+        collected.extend(batch.changes.iter().cloned());
+        let expected_cursor = batch.changes.last().map_or(cursor, |c| c.seq);
+        assert_eq!(batch.next_cursor, expected_cursor);
+        cursor = batch.next_cursor;
+        if !batch.has_more {
+            break;
+        }
+        ensure!(batches < 10, "pagination does not terminate");
+    }
+    assert_eq!(batches, 3);
+    assert_eq!(collected, all.changes);
+
+    let first = db.changes().since(0, 3).await?;
+    ensure!(first.has_more);
+    assert_eq!(first.changes, all.changes[..3].to_vec());
+    assert_eq!(first.next_cursor, all.changes[2].seq);
+    // A limit equal to what remains is not "more".
+    let exact = db.changes().since(0, 7).await?;
+    ensure!(!exact.has_more);
+    assert_eq!(exact.changes.len(), 7);
+    let one = db.changes().since(all.changes[5].seq, 1).await?;
+    ensure!(!one.has_more);
+    assert_eq!(one.changes, all.changes[6..].to_vec());
+
+    expect_err!(Invalid, db.changes().since(0, 0).await);
+    expect_err!(Invalid, db.changes().since(0, -1).await);
+    Ok(())
+}
+
+async fn changes_failed_writes_append_nothing(db: Database) -> anyhow::Result<()> {
+    let a = db.agents().create(ACTOR, &agent("a")).await?;
+    let b = db.agents().create(ACTOR, &agent("b")).await?;
+    let t = db.tools().create(ACTOR, &tool("t")).await?;
+    let u = db.tools().create(ACTOR, &tool("u")).await?;
+    let p = db
+        .prompts()
+        .create(ACTOR, &prompt("p", "1", "support"))
+        .await?;
+    db.prompts()
+        .create(ACTOR, &prompt("p", "2", "support"))
+        .await?;
+    let cursor = db.changes().current_cursor().await?;
+
+    expect_err!(Conflict, db.agents().create(ACTOR, &agent("a")).await);
+    let rename = AgentPatch {
+        name: Some("a".into()),
+        ..Default::default()
+    };
+    expect_err!(Conflict, db.agents().update(ACTOR, b.id, &rename).await);
+    expect_err!(Conflict, db.tools().create(ACTOR, &tool("t")).await);
+    let rename = ToolPatch {
+        name: Some("t".into()),
+        ..Default::default()
+    };
+    expect_err!(Conflict, db.tools().update(ACTOR, u.id, &rename).await);
+    expect_err!(
+        Conflict,
+        db.prompts().create(ACTOR, &prompt("p", "1", "x")).await
+    );
+    let clash = PromptPatch {
+        version: Some("2".into()),
+        ..Default::default()
+    };
+    expect_err!(Conflict, db.prompts().update(ACTOR, p.id, &clash).await);
+    expect_err!(
+        NotFound,
+        db.tools()
+            .attach(ACTOR, a.id, t.id + 10_000, &Attachment::default())
+            .await
+    );
+    let bad = Attachment {
+        config_override: Some(json!(1)),
+        is_active: true,
+    };
+    expect_err!(Invalid, db.tools().attach(ACTOR, a.id, t.id, &bad).await);
+    expect_err!(NotFound, db.tools().detach(ACTOR, a.id, t.id).await);
+    expect_err!(NotFound, db.agents().delete(ACTOR, a.id + 10_000).await);
+    expect_err!(NotFound, db.tools().delete(ACTOR, t.id + 10_000).await);
+    expect_err!(NotFound, db.prompts().delete(ACTOR, p.id + 10_000).await);
+
+    assert_eq!(db.changes().current_cursor().await?, cursor);
+    let batch = db.changes().since(cursor, 100).await?;
+    assert_eq!(batch.changes, vec![]);
+    assert_eq!(batch.next_cursor, cursor);
+    Ok(())
+}
+
+async fn changes_tool_delete_reports_each_agent(db: Database) -> anyhow::Result<()> {
+    let a1 = db.agents().create(ACTOR, &agent("a1")).await?;
+    let a2 = db.agents().create(ACTOR, &agent("a2")).await?;
+    let a3 = db.agents().create(ACTOR, &agent("a3")).await?;
+    let t = db.tools().create(ACTOR, &tool("t")).await?;
+    for a in [&a1, &a2] {
+        db.tools()
+            .attach(ACTOR, a.id, t.id, &Attachment::default())
+            .await?;
+    }
+    let cursor = db.changes().current_cursor().await?;
+    db.tools().delete(ACTOR, t.id).await?;
+    let changes = changes_after(&db, cursor).await?;
+    assert_eq!(changes.len(), 3, "{changes:?}");
+
+    // One AgentTool delete per attached agent (in any order), then the tool itself.
+    let detached: HashSet<(Entity, i64, Option<i64>, Op)> =
+        shape(&changes[..2]).into_iter().collect();
+    let expected: HashSet<_> = [
+        (Entity::AgentTool, a1.id, Some(t.id), Op::Delete),
+        (Entity::AgentTool, a2.id, Some(t.id), Op::Delete),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(detached, expected);
+    assert_eq!(
+        shape(&changes[2..]),
+        vec![(Entity::Tool, t.id, None, Op::Delete)]
+    );
+    ensure!(changes.windows(2).all(|w| w[0].seq < w[1].seq));
+    ensure!(!changes.iter().any(|c| c.entity_id == a3.id));
+    Ok(())
+}
+
+async fn changes_ignore_users_and_workflows(db: Database) -> anyhow::Result<()> {
+    let a = db.agents().create(ACTOR, &agent("a")).await?;
+    let cursor = db.changes().current_cursor().await?;
+
+    let u = db.users().create(ACTOR, &user("u@example.com")).await?;
+    db.digests().create(ACTOR, u.id, &digest("d")).await?;
+    let w = db.workflows().create(ACTOR, &workflow("w")).await?;
+    let patch = WorkflowPatch {
+        name: Some("w2".into()),
+        ..Default::default()
+    };
+    db.workflows().update(ACTOR, w.id, &patch).await?;
+    let e = db.executions().create(ACTOR, w.id, &json!({})).await?;
+    db.executions()
+        .transition(e.id, ExecutionStatus::Running, None, None)
+        .await?;
+    db.executions()
+        .save_checkpoint(e.id, "s", &json!({}))
+        .await?;
+    let s = db
+        .sessions()
+        .create(&NewSession {
+            user_id: u.id,
+            agent_id: Some(a.id),
+            metadata: json!({}),
+            expires_at: now() + Duration::hours(1),
+        })
+        .await?;
+    db.sessions().delete(s.id).await?;
+    let idle = db.workflows().create(ACTOR, &workflow("idle")).await?;
+    db.workflows().delete(ACTOR, idle.id).await?;
+    db.audit()
+        .record(ACTOR, "noop", "none", None, json!({}))
+        .await?;
+
+    assert_eq!(db.changes().current_cursor().await?, cursor);
+    assert_eq!(changes_after(&db, cursor).await?, vec![]);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Concurrency
+// ---------------------------------------------------------------------------------------
+
+async fn concurrent_distinct_creates(db: Database) -> anyhow::Result<()> {
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            db.agents()
+                .create(ACTOR, &agent(&format!("agent-{i}")))
+                .await
+        }));
+    }
+    let mut ids = BTreeSet::new();
+    for task in tasks {
+        match task.await? {
+            Ok(created) => {
+                ids.insert(created.id);
+            }
+            Err(err) => anyhow::bail!("a concurrent create failed: {err:?}"),
+        }
+    }
+    assert_eq!(ids.len(), 20);
+    let listing = db
+        .agents()
+        .list(&AgentFilter::default(), Page::default())
+        .await?;
+    assert_eq!(listing.total, 20);
+
+    let changes = changes_after(&db, 0).await?;
+    assert_eq!(changes.len(), 20);
+    let seqs: BTreeSet<i64> = changes.iter().map(|c| c.seq).collect();
+    assert_eq!(seqs.len(), 20, "sequence numbers must be distinct");
+    ensure!(changes.windows(2).all(|w| w[0].seq < w[1].seq));
+    let changed: BTreeSet<i64> = changes.iter().map(|c| c.entity_id).collect();
+    assert_eq!(changed, ids);
+    ensure!(
+        changes
+            .iter()
+            .all(|c| c.entity == Entity::Agent && c.op == Op::Upsert)
+    );
+    assert_eq!(audit_total(&db).await?, 20);
+    Ok(())
+}
+
+async fn concurrent_same_name_creates(db: Database) -> anyhow::Result<()> {
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            db.agents().create(ACTOR, &agent("contended")).await
+        }));
+    }
+    let mut ok = 0;
+    let mut conflicts = 0;
+    for task in tasks {
+        match task.await? {
+            Ok(_) => ok += 1,
+            Err(DbError::Conflict { .. }) => conflicts += 1,
+            Err(other) => anyhow::bail!("expected Ok or Conflict, got {other:?}"),
+        }
+    }
+    assert_eq!((ok, conflicts), (1, 9));
+    let listing = db
+        .agents()
+        .list(&AgentFilter::default(), Page::default())
+        .await?;
+    assert_eq!(listing.total, 1);
+    assert_eq!(changes_after(&db, 0).await?.len(), 1);
+    assert_eq!(audit_total(&db).await?, 1);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Timestamps and pages
+// ---------------------------------------------------------------------------------------
+
+async fn timestamps_round_trip(db: Database) -> anyhow::Result<()> {
+    let a = db.agents().create(ACTOR, &agent("a")).await?;
+    assert_eq!(db.agents().get(a.id).await?, a);
+    let t = db.tools().create(ACTOR, &tool("t")).await?;
+    assert_eq!(db.tools().get(t.id).await?, t);
+    let (row, _) = db
+        .tools()
+        .attach(ACTOR, a.id, t.id, &Attachment::default())
+        .await?;
+    assert_eq!(db.tools().attachments(a.id).await?, vec![row]);
+    let p = db
+        .prompts()
+        .create(ACTOR, &prompt("p", "1", "support"))
+        .await?;
+    assert_eq!(db.prompts().get(p.id, false).await?, p);
+    let u = db.users().create(ACTOR, &user("u@example.com")).await?;
+    assert_eq!(db.users().get(u.id).await?, u);
+    let d = db.digests().create(ACTOR, u.id, &digest("d")).await?;
+    assert_eq!(
+        db.digests().recent(u.id, Page::default()).await?.items,
+        vec![d]
+    );
+    let w = db.workflows().create(ACTOR, &workflow("w")).await?;
+    assert_eq!(db.workflows().get(w.id).await?, w);
+    let e = db.executions().create(ACTOR, w.id, &json!({})).await?;
+    assert_eq!(db.executions().get(e.id).await?, e);
+    let running = db
+        .executions()
+        .transition(e.id, ExecutionStatus::Running, None, None)
+        .await?;
+    assert_eq!(db.executions().get(e.id).await?, running);
+    let done = db
+        .executions()
+        .transition(e.id, ExecutionStatus::Completed, None, None)
+        .await?;
+    assert_eq!(db.executions().get(e.id).await?, done);
+    let cp = db
+        .executions()
+        .save_checkpoint(e.id, "s", &json!({ "k": 1 }))
+        .await?;
+    assert_eq!(db.executions().checkpoints(e.id).await?, vec![cp]);
+    let s = db
+        .sessions()
+        .create(&NewSession {
+            user_id: u.id,
+            agent_id: None,
+            metadata: json!({}),
+            expires_at: now() + Duration::hours(1),
+        })
+        .await?;
+    assert_eq!(db.sessions().get_active(s.id).await?, s);
+    let entry = db
+        .audit()
+        .record(ACTOR, "x.y", "z", None, json!({}))
+        .await?;
+    assert_eq!(audit_latest(&db).await?, entry);
+
+    // Every stored instant is at microsecond precision.
+    let instants = [
+        a.created_at,
+        t.created_at,
+        p.created_at,
+        u.created_at,
+        w.created_at,
+        done.created_at,
+        s.created_at,
+        entry.at,
+    ];
+    for at in instants {
+        assert_eq!(at, at.trunc_subsecs(6));
+    }
+    Ok(())
+}
+
+async fn page_bounds(_db: Database) -> anyhow::Result<()> {
+    expect_err!(Invalid, Page::new(Some(501), None));
+    expect_err!(Invalid, Page::new(Some(0), None));
+    expect_err!(Invalid, Page::new(Some(-5), None));
+    expect_err!(Invalid, Page::new(None, Some(-1)));
+    let max = Page::new(Some(Page::MAX_LIMIT), Some(0))?;
+    assert_eq!((max.limit(), max.offset()), (500, 0));
+    let default = Page::new(None, None)?;
+    assert_eq!(default, Page::default());
+    assert_eq!(
+        (default.limit(), default.offset()),
+        (Page::DEFAULT_LIMIT, 0)
+    );
+    let one = Page::new(Some(1), Some(7))?;
+    assert_eq!((one.limit(), one.offset()), (1, 7));
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Edge cases where the engines differ unless the library evens them out
+// ---------------------------------------------------------------------------------------
+
+/// PostgreSQL cannot store NUL in TEXT or in JSONB strings, SQLite can: for the same input to
+/// give the same answer on both, the library must refuse it up front as invalid input (never
+/// as `Unavailable`, which tells callers to retry, nor as `Internal`).
+async fn nul_characters_are_invalid_input(db: Database) -> anyhow::Result<()> {
+    fn kind<T>(result: groundwork_db::Result<T>) -> String {
+        match result {
+            Ok(_) => "Ok".to_owned(),
+            Err(DbError::Invalid { .. }) => "Invalid".to_owned(),
+            Err(other) => format!("{other:?}"),
+        }
+    }
+    let u = db.users().create(ACTOR, &user("nul@example.com")).await?;
+    let w = db.workflows().create(ACTOR, &workflow("nul")).await?;
+    let mut outcomes = Vec::new();
+
+    let mut content = prompt("nul-content", "1", "support");
+    content.content = "before\u{0}after".into();
+    outcomes.push((
+        "prompt content",
+        kind(db.prompts().create(ACTOR, &content).await),
+    ));
+    let mut body = digest("nul body");
+    body.body = "before\u{0}after".into();
+    outcomes.push((
+        "digest body",
+        kind(db.digests().create(ACTOR, u.id, &body).await),
+    ));
+    let mut config = agent("nul-config");
+    config.config = json!({ "key": "before\u{0}after" });
+    outcomes.push((
+        "agent config",
+        kind(db.agents().create(ACTOR, &config).await),
+    ));
+    let mut metadata = prompt("nul-metadata", "1", "support");
+    metadata.metadata = json!({ "k\u{0}": 1 });
+    outcomes.push((
+        "prompt metadata key",
+        kind(db.prompts().create(ACTOR, &metadata).await),
+    ));
+    let input = json!({ "text": "\u{0}" });
+    outcomes.push((
+        "execution input",
+        kind(db.executions().create(ACTOR, w.id, &input).await),
+    ));
+    let entity_id = Some("id\u{0}");
+    let recorded = db
+        .audit()
+        .record(ACTOR, "x.y", "z", entity_id, json!({}))
+        .await;
+    outcomes.push(("audit entity_id", kind(recorded)));
+
+    let wrong: Vec<_> = outcomes
+        .iter()
+        .filter(|(_, outcome)| outcome != "Invalid")
+        .collect();
+    ensure!(
+        wrong.is_empty(),
+        "input with NUL characters must be DbError::Invalid; got: {wrong:#?}"
+    );
+    Ok(())
+}
+
+/// `name_contains` is documented as ASCII case-insensitive: `É` and `é` are different letters
+/// on both engines, while ASCII letters match in any case.
+async fn name_contains_folds_ascii_case_only(db: Database) -> anyhow::Result<()> {
+    let created = db.agents().create(ACTOR, &agent("Éclair")).await?;
+    let mut t = tool("Éclair");
+    t.kind = "http".into();
+    db.tools().create(ACTOR, &t).await?;
+
+    let agents = |needle: &str| {
+        let db = db.clone();
+        let filter = AgentFilter {
+            name_contains: Some(needle.to_owned()),
+            ..Default::default()
+        };
+        async move { anyhow::Ok(db.agents().list(&filter, Page::default()).await?.total) }
+    };
+    let tools = |needle: &str| {
+        let db = db.clone();
+        let filter = ToolFilter {
+            name_contains: Some(needle.to_owned()),
+            ..Default::default()
+        };
+        async move { anyhow::Ok(db.tools().list(&filter, Page::default()).await?.total) }
+    };
+    assert_eq!(agents("ÉCLAIR").await?, 1, "ASCII letters fold");
+    assert_eq!(tools("ÉCLAIR").await?, 1, "ASCII letters fold");
+    assert_eq!(
+        agents("éclair").await?,
+        0,
+        "non-ASCII letters must not fold"
+    );
+    assert_eq!(tools("éclair").await?, 0, "non-ASCII letters must not fold");
+    assert_eq!(db.agents().get_by_name("Éclair").await?, created);
+    Ok(())
+}
+
+/// `since` refuses limits below 1 and accepts any other: the largest limit returns every
+/// change (or is refused as invalid), it must not overflow.
+async fn changes_since_accepts_the_largest_limit(db: Database) -> anyhow::Result<()> {
+    let a = db.agents().create(ACTOR, &agent("a")).await?;
+    match db.changes().since(0, i64::MAX).await {
+        Ok(batch) => {
+            assert_eq!(
+                shape(&batch.changes),
+                vec![(Entity::Agent, a.id, None, Op::Upsert)]
+            );
+            ensure!(!batch.has_more);
+        }
+        Err(DbError::Invalid { .. }) => {}
+        Err(other) => anyhow::bail!("expected the changes or Invalid, got {other:?}"),
+    }
+    Ok(())
+}
