@@ -23,6 +23,40 @@
 
 use serde::{Deserialize, Deserializer};
 
+/// For a field that may be left out but not cleared: `null` is an error naming the expected
+/// type, where a plain `Option<T>` would silently read it as "absent". Use with
+/// `#[serde(default)]`.
+///
+/// ```
+/// use serde::Deserialize;
+///
+/// #[derive(Deserialize)]
+/// struct Patch {
+///     #[serde(default, deserialize_with = "groundwork_core::patch::non_null")]
+///     name: Option<String>,
+/// }
+///
+/// assert!(serde_json::from_str::<Patch>("{}").is_ok());
+/// assert!(serde_json::from_str::<Patch>(r#"{"name": null}"#).is_err());
+/// ```
+///
+/// # Errors
+/// On `null`, and whatever the inner type's deserializer reports.
+pub fn non_null<'de, T, D>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: Deserializer<'de>,
+{
+    // Through `Option<T>` so that `null` is caught here for every `T` (serde_json reports a
+    // null enum as a syntax error otherwise) and explained.
+    match Option::<T>::deserialize(deserializer)? {
+        Some(value) => Ok(Some(value)),
+        None => Err(serde::de::Error::custom(
+            "null is not allowed here: leave the field out to keep its value",
+        )),
+    }
+}
+
 /// Deserializes a present field (null or not) into `Some(..)`; use with `#[serde(default)]`
 /// so that an absent field stays `None`.
 ///

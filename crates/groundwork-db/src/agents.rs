@@ -106,10 +106,14 @@ pub struct NewAgent {
 #[serde(deny_unknown_fields)]
 pub struct AgentPatch {
     /// New unique name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "groundwork_core::patch::non_null")]
     pub name: Option<String>,
     /// New type.
-    #[serde(default, rename = "type")]
+    #[serde(
+        default,
+        rename = "type",
+        deserialize_with = "groundwork_core::patch::non_null"
+    )]
     pub kind: Option<String>,
     /// New description; `null` clears it.
     #[serde(
@@ -120,10 +124,10 @@ pub struct AgentPatch {
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub description: Option<Option<String>>,
     /// New configuration (replaces the old one; must be an object).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "groundwork_core::patch::non_null")]
     pub config: Option<Value>,
     /// New status.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "groundwork_core::patch::non_null")]
     pub status: Option<AgentStatus>,
 }
 

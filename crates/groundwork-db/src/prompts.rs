@@ -67,22 +67,22 @@ pub struct NewPrompt {
 #[serde(deny_unknown_fields)]
 pub struct PromptPatch {
     /// New name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "groundwork_core::patch::non_null")]
     pub name: Option<String>,
     /// New version label.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "groundwork_core::patch::non_null")]
     pub version: Option<String>,
     /// New text.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "groundwork_core::patch::non_null")]
     pub content: Option<String>,
     /// New agent type.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "groundwork_core::patch::non_null")]
     pub agent_type: Option<String>,
     /// New metadata (replaces the old one; must be an object).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "groundwork_core::patch::non_null")]
     pub metadata: Option<Value>,
     /// Activate or deactivate.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "groundwork_core::patch::non_null")]
     pub is_active: Option<bool>,
 }
 

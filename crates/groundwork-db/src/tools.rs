@@ -67,10 +67,14 @@ pub struct NewTool {
 #[serde(deny_unknown_fields)]
 pub struct ToolPatch {
     /// New unique name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "groundwork_core::patch::non_null")]
     pub name: Option<String>,
     /// New type.
-    #[serde(default, rename = "type")]
+    #[serde(
+        default,
+        rename = "type",
+        deserialize_with = "groundwork_core::patch::non_null"
+    )]
     pub kind: Option<String>,
     /// New description; `null` clears it.
     #[serde(
@@ -81,10 +85,10 @@ pub struct ToolPatch {
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub description: Option<Option<String>>,
     /// New configuration (replaces the old one; must be an object).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "groundwork_core::patch::non_null")]
     pub config: Option<Value>,
     /// Activate or deactivate.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "groundwork_core::patch::non_null")]
     pub is_active: Option<bool>,
 }
 

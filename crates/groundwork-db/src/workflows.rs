@@ -52,7 +52,7 @@ pub struct NewWorkflow {
 #[serde(deny_unknown_fields)]
 pub struct WorkflowPatch {
     /// New unique name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "groundwork_core::patch::non_null")]
     pub name: Option<String>,
     /// New description; `null` clears it.
     #[serde(
@@ -63,7 +63,7 @@ pub struct WorkflowPatch {
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub description: Option<Option<String>>,
     /// New steps (replace the old ones; must be an array).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "groundwork_core::patch::non_null")]
     pub steps: Option<Value>,
 }
 
