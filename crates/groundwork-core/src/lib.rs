@@ -1,5 +1,6 @@
 //! Shared vocabulary of the Groundwork crates: the kinds of failure every layer reports
-//! ([`ErrorKind`], [`Classify`]) and the serde helper for partial updates ([`patch`]).
+//! ([`ErrorKind`], [`Classify`]), an injectable monotonic [`clock`], and the serde helper for
+//! partial updates ([`patch`]).
 //!
 //! This crate stays small on purpose: anything that belongs to one concern lives in that
 //! concern's crate.
@@ -20,6 +21,7 @@
 //! assert!(ErrorKind::Unavailable.is_retryable());
 //! ```
 
+pub mod clock;
 pub mod patch;
 
 use std::fmt;

@@ -1,0 +1,2 @@
+//! Placeholder; the benchmarks land with the cache.
+fn main() {}
