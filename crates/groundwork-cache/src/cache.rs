@@ -340,15 +340,14 @@ where
         if cached.is_none() && inner.settings.fill_on_miss && !inner.filled.load(Ordering::Acquire)
         {
             // An empty cache rebuilds through one `load_all`, shared by every caller.
-            if self.refresh_shared().await.is_ok() {
-                if let Some(slot) = inner.map.get(key) {
-                    if !matches!(
-                        inner.freshness(&slot, inner.now()),
-                        Freshness::Expired { .. }
-                    ) {
-                        return Ok(slot.value);
-                    }
-                }
+            if self.refresh_shared().await.is_ok()
+                && let Some(slot) = inner.map.get(key)
+                && !matches!(
+                    inner.freshness(&slot, inner.now()),
+                    Freshness::Expired { .. }
+                )
+            {
+                return Ok(slot.value);
             }
         }
         match self.flight(key).await {

@@ -113,14 +113,14 @@ pub type SourceError = Arc<dyn Error + Send + Sync>;
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// What [`Source::load_many`] returns, errors erased.
+type ManyResult<K, V> = Result<Vec<(K, Option<V>)>, SourceError>;
+
 /// [`Source`] behind a vtable, so that the cache's type does not name its source.
 pub(crate) trait DynSource<K, V>: Send + Sync {
     fn load<'a>(&'a self, key: &'a K) -> BoxFuture<'a, Result<Option<V>, SourceError>>;
     fn load_all(&self) -> BoxFuture<'_, Result<Snapshot<K, V>, SourceError>>;
-    fn load_many<'a>(
-        &'a self,
-        keys: &'a [K],
-    ) -> BoxFuture<'a, Result<Vec<(K, Option<V>)>, SourceError>>;
+    fn load_many<'a>(&'a self, keys: &'a [K]) -> BoxFuture<'a, ManyResult<K, V>>;
     fn changes_since(
         &self,
         cursor: u64,
@@ -141,10 +141,7 @@ where
         Box::pin(async move { Source::load_all(self).await.map_err(erase) })
     }
 
-    fn load_many<'a>(
-        &'a self,
-        keys: &'a [K],
-    ) -> BoxFuture<'a, Result<Vec<(K, Option<V>)>, SourceError>> {
+    fn load_many<'a>(&'a self, keys: &'a [K]) -> BoxFuture<'a, ManyResult<K, V>> {
         Box::pin(async move { Source::load_many(self, keys).await.map_err(erase) })
     }
 
