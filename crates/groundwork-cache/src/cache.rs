@@ -75,15 +75,28 @@ impl<K, V> Weighter<K, Slot<V>> for SlotWeigher<K, V> {
     }
 }
 
-/// Counts capacity evictions.
+/// Counts capacity evictions. `quick_cache` also reports a value replaced by an insert of
+/// the same key as "evicted"; inserts pass their key as the request state so that those
+/// replacements are not counted.
 #[derive(Clone)]
 pub(crate) struct EvictionCounter(Arc<Counters>);
 
-impl<K, V> Lifecycle<K, Slot<V>> for EvictionCounter {
-    type RequestState = ();
+/// The key being inserted, if any (see [`EvictionCounter`]).
+pub(crate) struct Inserting<K>(Option<K>);
 
-    fn on_evict(&self, _state: &mut Self::RequestState, _key: K, _val: Slot<V>) {
-        self.0.evictions.incr();
+impl<K> Default for Inserting<K> {
+    fn default() -> Self {
+        Self(None)
+    }
+}
+
+impl<K: Eq, V> Lifecycle<K, Slot<V>> for EvictionCounter {
+    type RequestState = Inserting<K>;
+
+    fn on_evict(&self, state: &mut Self::RequestState, key: K, _val: Slot<V>) {
+        if state.0.as_ref() != Some(&key) {
+            self.0.evictions.incr();
+        }
     }
 }
 
@@ -681,6 +694,12 @@ where
         }
     }
 
+    /// Inserts or replaces `key` (see [`EvictionCounter`] for why the key is passed along).
+    fn put(&self, key: K, slot: Slot<V>) {
+        let mut inserting = Inserting(Some(key.clone()));
+        self.map.insert_with_lifecycle(key, slot, &mut inserting);
+    }
+
     #[inline]
     fn source_failing(&self, now: u64) -> bool {
         let until = self.failing_until.load(Ordering::Relaxed);
@@ -756,7 +775,7 @@ where
                     let value = by_key.remove(&key).flatten();
                     if coord.inflight.get(&key).is_some_and(|f| f.id == id) {
                         coord.inflight.remove(&key);
-                        self.map.insert(
+                        self.put(
                             key,
                             Slot {
                                 value: value.clone(),
@@ -908,7 +927,7 @@ where
 
     fn insert(&self, key: K, value: Option<V>, started: u64) {
         match value {
-            Some(value) => self.map.insert(
+            Some(value) => self.put(
                 key,
                 Slot {
                     value: Some(Arc::new(value)),

@@ -85,6 +85,9 @@ pub struct Change {
     pub op: Op,
     /// When the change was written.
     pub changed_at: DateTime<Utc>,
+    /// For [`Entity::Prompt`], the agent type the prompt serves (a prompt moved to another
+    /// type appears twice, once per type).
+    pub scope: Option<String>,
 }
 
 /// The changes after a cursor, and the cursor to ask from next time.
@@ -106,6 +109,7 @@ struct ChangeRow {
     related_id: Option<i64>,
     op: String,
     changed_at: DateTime<Utc>,
+    scope: Option<String>,
 }
 
 impl TryFrom<ChangeRow> for Change {
@@ -127,6 +131,7 @@ impl TryFrom<ChangeRow> for Change {
             related_id: row.related_id,
             op,
             changed_at: row.changed_at,
+            scope: row.scope,
         })
     }
 }
@@ -166,7 +171,7 @@ impl<'a> Changes<'a> {
         }
         let rows: Vec<ChangeRow> = on_pool!(self.db, |pool| {
             sqlx::query_as(
-                "SELECT seq, entity, entity_id, related_id, op, changed_at FROM change_log \
+                "SELECT seq, entity, entity_id, related_id, op, changed_at, scope FROM change_log \
                  WHERE seq > $1 ORDER BY seq LIMIT $2",
             )
             .bind(cursor)
@@ -189,9 +194,18 @@ impl<'a> Changes<'a> {
     }
 }
 
-/// Appends one change inside the current transaction (see the module docs for ordering).
+/// The PostgreSQL channel notified (once per transaction, on commit) when the change log
+/// grows.
+pub const CHANGE_CHANNEL: &str = "groundwork_changes";
+
+/// Appends one change inside the current transaction (see the module docs for ordering). On
+/// PostgreSQL it also queues a notification on [`CHANGE_CHANNEL`], delivered at commit (one
+/// per transaction: PostgreSQL folds identical notifications).
 macro_rules! record_change {
-    ($tx:ident, $pg:ident, $entity:expr, $id:expr, $related:expr, $op:expr) => {{
+    ($tx:ident, $pg:ident, $entity:expr, $id:expr, $related:expr, $op:expr) => {
+        $crate::changes::record_change!($tx, $pg, $entity, $id, $related, $op, None::<&str>)
+    };
+    ($tx:ident, $pg:ident, $entity:expr, $id:expr, $related:expr, $op:expr, $scope:expr) => {{
         if $pg {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind($crate::changes::CHANGE_LOG_LOCK)
@@ -199,16 +213,72 @@ macro_rules! record_change {
                 .await?;
         }
         sqlx::query(
-            "INSERT INTO change_log (entity, entity_id, related_id, op, changed_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO change_log (entity, entity_id, related_id, op, changed_at, scope) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind($entity.as_str())
         .bind($id)
         .bind($related)
         .bind($op.as_str())
         .bind($crate::database::now())
+        .bind($scope)
         .execute(&mut *$tx)
         .await?;
+        if $pg {
+            sqlx::query("SELECT pg_notify('groundwork_changes', '')")
+                .execute(&mut *$tx)
+                .await?;
+        }
     }};
 }
 pub(crate) use record_change;
+
+/// What a [`ChangeListener`] heard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeEvent {
+    /// A transaction that changed agents, tools, attachments or prompts committed.
+    Changed,
+    /// The connection was lost and is being re-established: notifications may have been
+    /// missed, so readers should catch up from their cursor.
+    Reconnected,
+}
+
+/// Push notification of changes on PostgreSQL (`LISTEN groundwork_changes`), so that caches in
+/// every instance refresh within milliseconds of a commit. Reached through
+/// [`Database::listen_changes`].
+#[derive(Debug)]
+pub struct ChangeListener {
+    listener: sqlx::postgres::PgListener,
+}
+
+impl ChangeListener {
+    /// Waits for the next event.
+    ///
+    /// # Errors
+    /// [`DbError::Unavailable`] when the connection cannot be re-established; call again
+    /// (after a pause) to retry.
+    pub async fn next(&mut self) -> Result<ChangeEvent> {
+        match self.listener.try_recv().await? {
+            Some(_) => Ok(ChangeEvent::Changed),
+            None => Ok(ChangeEvent::Reconnected),
+        }
+    }
+}
+
+impl Database {
+    /// A listener for committed changes, or `None` on SQLite (one process owns the file, and
+    /// its writes invalidate its caches directly).
+    ///
+    /// # Errors
+    /// [`DbError::Unavailable`] when PostgreSQL cannot be reached.
+    pub async fn listen_changes(&self) -> Result<Option<ChangeListener>> {
+        match self.backend() {
+            crate::database::Backend::Sqlite(_) => Ok(None),
+            crate::database::Backend::Postgres(pool) => {
+                let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+                listener.listen(CHANGE_CHANNEL).await?;
+                Ok(Some(ChangeListener { listener }))
+            }
+        }
+    }
+}

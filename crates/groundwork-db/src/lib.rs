@@ -57,11 +57,14 @@ pub mod prompts;
 pub mod sessions;
 pub mod tools;
 pub mod users;
+pub mod views;
 pub mod workflows;
 
 pub use agents::{Agent, AgentFilter, AgentPatch, AgentStatus, Agents, NewAgent};
 pub use audit::{Audit, AuditEntry, AuditFilter};
-pub use changes::{Change, ChangeBatch, Changes, Entity, Op};
+pub use changes::{
+    CHANGE_CHANNEL, Change, ChangeBatch, ChangeEvent, ChangeListener, Changes, Entity, Op,
+};
 pub use database::{BackendKind, Database, DatabaseOptions, now, redact_password};
 pub use error::{DbError, Result};
 pub use page::{Listing, Page};
@@ -70,6 +73,7 @@ pub use sessions::{NewSession, Session, Sessions};
 pub use tools::{AgentTool, AttachedTool, Attachment, NewTool, Tool, ToolFilter, ToolPatch, Tools};
 pub use users::{Digests, EmailDigest, NewDigest, NewUser, User, UserFilter, Users};
 pub use validate::limits;
+pub use views::{AgentRuntime, Views};
 pub use workflows::{
     Checkpoint, Execution, ExecutionStatus, Executions, NewWorkflow, Workflow, WorkflowPatch,
     Workflows,
@@ -128,6 +132,12 @@ impl Database {
     #[must_use]
     pub fn audit(&self) -> Audit<'_> {
         Audit::new(self)
+    }
+
+    /// Batch read models (agent tools, agent runtimes, agents affected by changes).
+    #[must_use]
+    pub fn views(&self) -> Views<'_> {
+        Views::new(self)
     }
 
     /// The change log of agents, tools, agent_tools and prompts.

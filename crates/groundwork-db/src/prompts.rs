@@ -241,7 +241,15 @@ impl<'a> Prompts<'a> {
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| version_taken(e, &new.name, &new.version))?;
-            record_change!(tx, pg, Entity::Prompt, prompt.id, None::<i64>, Op::Upsert);
+            record_change!(
+                tx,
+                pg,
+                Entity::Prompt,
+                prompt.id,
+                None::<i64>,
+                Op::Upsert,
+                Some(prompt.agent_type.as_str())
+            );
             record_audit!(
                 tx,
                 AuditRecord {
@@ -283,6 +291,16 @@ impl<'a> Prompts<'a> {
         }
         let at = now();
         let prompt = in_tx!(self.db, |tx, pg| {
+            // The type before the change: readers keyed by agent type must hear of both.
+            let old_type: Option<String> = sqlx::query_scalar(if pg {
+                "SELECT agent_type FROM prompts WHERE id = $1 FOR UPDATE"
+            } else {
+                "SELECT agent_type FROM prompts WHERE id = $1"
+            })
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let old_type = old_type.ok_or_else(|| DbError::not_found("prompt", id))?;
             let prompt = sqlx::query_as::<_, Prompt>(concat!(
                 "UPDATE prompts SET name = COALESCE($2, name), version = COALESCE($3, version), ",
                 "content = COALESCE($4, content), agent_type = COALESCE($5, agent_type), ",
@@ -305,7 +323,26 @@ impl<'a> Prompts<'a> {
                     .on_conflict(|| "another prompt already has this name and version".to_owned())
             })?
             .ok_or_else(|| DbError::not_found("prompt", id))?;
-            record_change!(tx, pg, Entity::Prompt, id, None::<i64>, Op::Upsert);
+            record_change!(
+                tx,
+                pg,
+                Entity::Prompt,
+                id,
+                None::<i64>,
+                Op::Upsert,
+                Some(prompt.agent_type.as_str())
+            );
+            if old_type != prompt.agent_type {
+                record_change!(
+                    tx,
+                    pg,
+                    Entity::Prompt,
+                    id,
+                    None::<i64>,
+                    Op::Upsert,
+                    Some(old_type.as_str())
+                );
+            }
             record_audit!(
                 tx,
                 AuditRecord {
@@ -331,13 +368,21 @@ impl<'a> Prompts<'a> {
     /// [`DbError::NotFound`] if there is none.
     pub async fn delete(&self, actor: &str, id: i64) -> Result<()> {
         in_tx!(self.db, |tx, pg| {
-            let name: Option<String> =
-                sqlx::query_scalar("DELETE FROM prompts WHERE id = $1 RETURNING name")
+            let deleted: Option<(String, String)> =
+                sqlx::query_as("DELETE FROM prompts WHERE id = $1 RETURNING name, agent_type")
                     .bind(id)
                     .fetch_optional(&mut *tx)
                     .await?;
-            let name = name.ok_or_else(|| DbError::not_found("prompt", id))?;
-            record_change!(tx, pg, Entity::Prompt, id, None::<i64>, Op::Delete);
+            let (name, agent_type) = deleted.ok_or_else(|| DbError::not_found("prompt", id))?;
+            record_change!(
+                tx,
+                pg,
+                Entity::Prompt,
+                id,
+                None::<i64>,
+                Op::Delete,
+                Some(agent_type.as_str())
+            );
             record_audit!(
                 tx,
                 AuditRecord {

@@ -186,7 +186,7 @@ pub struct AttachedTool {
 }
 
 #[derive(sqlx::FromRow)]
-struct AttachedRow {
+pub(crate) struct AttachedRow {
     id: i64,
     name: String,
     #[sqlx(rename = "type")]

@@ -15,10 +15,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{ApiKeys, authenticate};
+use crate::caches::{CacheSettings, Caches};
 use crate::config::{ApiKey, Config};
 use crate::error::ApiError;
 use crate::routes::system::OpenApiJson;
-use crate::routes::{agents, audit, prompts, system, tools, users, workflows};
+use crate::routes::{agents, audit, cache, prompts, system, tools, users, workflows};
 use crate::telemetry::track_http;
 
 /// What every handler can reach. Cheap to clone: every field is a handle.
@@ -30,16 +31,32 @@ pub struct AppState {
     pub keys: Arc<ApiKeys>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// The refreshing caches (agent tools, agent runtime).
+    pub caches: Caches,
 }
 
 impl AppState {
-    /// State over `db`, accepting `keys`, rendering metrics through `metrics`.
+    /// State over `db` with default cache settings, accepting `keys`, rendering metrics
+    /// through `metrics`. The caches are not started: the first miss fills them.
     #[must_use]
     pub fn new(db: Database, keys: &[ApiKey], metrics: PrometheusHandle) -> Self {
+        Self::with_cache_settings(db, keys, metrics, CacheSettings::default())
+    }
+
+    /// State as [`AppState::new`] with the given cache settings.
+    #[must_use]
+    pub fn with_cache_settings(
+        db: Database,
+        keys: &[ApiKey],
+        metrics: PrometheusHandle,
+        cache: CacheSettings,
+    ) -> Self {
+        let caches = Caches::new(&db, cache);
         Self {
             db,
             keys: Arc::new(ApiKeys::new(keys)),
             metrics,
+            caches,
         }
     }
 }
@@ -103,6 +120,7 @@ pub fn app(state: AppState, settings: HttpSettings) -> Router {
         .routes(routes!(agents::create, agents::list))
         .routes(routes!(agents::get, agents::update, agents::delete))
         .routes(routes!(tools::for_agent))
+        .routes(routes!(agents::runtime))
         .routes(routes!(tools::attach, tools::detach))
         .routes(routes!(tools::create, tools::list))
         .routes(routes!(tools::get, tools::update, tools::delete))
@@ -117,7 +135,10 @@ pub fn app(state: AppState, settings: HttpSettings) -> Router {
             workflows::update,
             workflows::delete
         ))
-        .routes(routes!(audit::list));
+        .routes(routes!(audit::list))
+        .routes(routes!(cache::list))
+        .routes(routes!(cache::invalidate))
+        .routes(routes!(cache::warm));
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(system::health))
         .routes(routes!(system::ready))

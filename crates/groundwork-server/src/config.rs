@@ -152,6 +152,20 @@ pub struct Config {
     pub shutdown_timeout_secs: u64,
     /// `text` or `json`. Env `GROUNDWORK_LOG_FORMAT`. Default `text`.
     pub log_format: LogFormat,
+    /// Seconds a cached value is served without word from the database (every successful
+    /// refresh vouches for all entries). Env `GROUNDWORK_CACHE_TTL_SECS`. Default 300.
+    pub cache_ttl_secs: u64,
+    /// Seconds between background refreshes (incremental, from the change log). Env
+    /// `GROUNDWORK_CACHE_REFRESH_INTERVAL_SECS`. Default 60.
+    pub cache_refresh_interval_secs: u64,
+    /// Seconds past the TTL a cached value is still served while the database fails. Env
+    /// `GROUNDWORK_CACHE_MAX_STALENESS_SECS`. Default 3600.
+    pub cache_max_staleness_secs: u64,
+    /// Entries per cache. Env `GROUNDWORK_CACHE_CAPACITY`. Default 100000.
+    pub cache_capacity: u64,
+    /// Seconds readiness waits for the first cache fill. Env
+    /// `GROUNDWORK_CACHE_START_TIMEOUT_SECS`. Default 10.
+    pub cache_start_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -171,6 +185,11 @@ impl Default for Config {
             body_limit_bytes: 1024 * 1024,
             shutdown_timeout_secs: 10,
             log_format: LogFormat::Text,
+            cache_ttl_secs: 300,
+            cache_refresh_interval_secs: 60,
+            cache_max_staleness_secs: 3600,
+            cache_capacity: 100_000,
+            cache_start_timeout_secs: 10,
         }
     }
 }
@@ -264,6 +283,21 @@ impl Config {
         if let Some(v) = env("GROUNDWORK_SHUTDOWN_TIMEOUT_SECS") {
             self.shutdown_timeout_secs = parsed("GROUNDWORK_SHUTDOWN_TIMEOUT_SECS", v)?;
         }
+        if let Some(v) = env("GROUNDWORK_CACHE_TTL_SECS") {
+            self.cache_ttl_secs = parsed("GROUNDWORK_CACHE_TTL_SECS", v)?;
+        }
+        if let Some(v) = env("GROUNDWORK_CACHE_REFRESH_INTERVAL_SECS") {
+            self.cache_refresh_interval_secs = parsed("GROUNDWORK_CACHE_REFRESH_INTERVAL_SECS", v)?;
+        }
+        if let Some(v) = env("GROUNDWORK_CACHE_MAX_STALENESS_SECS") {
+            self.cache_max_staleness_secs = parsed("GROUNDWORK_CACHE_MAX_STALENESS_SECS", v)?;
+        }
+        if let Some(v) = env("GROUNDWORK_CACHE_CAPACITY") {
+            self.cache_capacity = parsed("GROUNDWORK_CACHE_CAPACITY", v)?;
+        }
+        if let Some(v) = env("GROUNDWORK_CACHE_START_TIMEOUT_SECS") {
+            self.cache_start_timeout_secs = parsed("GROUNDWORK_CACHE_START_TIMEOUT_SECS", v)?;
+        }
         if let Some(v) = env("GROUNDWORK_LOG_FORMAT") {
             self.log_format = match v.trim() {
                 "text" => LogFormat::Text,
@@ -299,6 +333,16 @@ impl Config {
                 "database_min_connections ({}) must not exceed database_max_connections ({})",
                 self.database_min_connections, self.database_max_connections
             )));
+        }
+        if self.cache_refresh_interval_secs == 0 || self.cache_ttl_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "cache_ttl_secs and cache_refresh_interval_secs must be at least 1".to_owned(),
+            ));
+        }
+        if self.cache_capacity == 0 {
+            return Err(ConfigError::Invalid(
+                "cache_capacity must be at least 1".to_owned(),
+            ));
         }
         let mut names: Vec<&str> = self.api_keys.iter().map(|k| k.name.as_str()).collect();
         names.sort_unstable();

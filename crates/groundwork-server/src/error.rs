@@ -122,6 +122,21 @@ impl From<DbError> for ApiError {
     }
 }
 
+impl From<groundwork_cache::CacheError> for ApiError {
+    fn from(err: groundwork_cache::CacheError) -> Self {
+        match err.kind() {
+            ErrorKind::Unavailable => {
+                tracing::warn!(error = %error_chain(&err), "cache source unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the database is unavailable and nothing is cached for this request; retry later",
+                )
+            }
+            _ => Self::internal(&err),
+        }
+    }
+}
+
 /// `err` and its sources, joined with `: `.
 pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();

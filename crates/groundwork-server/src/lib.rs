@@ -30,6 +30,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod caches;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -8,6 +8,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
 use crate::app::{AppState, HttpSettings, app};
+use crate::caches::CacheSettings;
 use crate::config::Config;
 
 /// Opens the configured database (without migrating it).
@@ -38,7 +39,27 @@ pub async fn serve(config: Config, metrics: PrometheusHandle) -> anyhow::Result<
     config.check_exposure()?;
     let db = connect_database(&config).await?;
     db.migrate().await.context("cannot migrate the database")?;
-    let state = AppState::new(db.clone(), &config.api_keys, metrics);
+    let state = AppState::with_cache_settings(
+        db.clone(),
+        &config.api_keys,
+        metrics,
+        CacheSettings::from(&config),
+    );
+    let caches = state.caches.clone();
+    // Fill the caches in the background (readiness waits for it, up to its timeout) and
+    // follow changes committed by other instances.
+    tokio::spawn({
+        let caches = caches.clone();
+        async move {
+            match caches.start().await {
+                Ok(()) => tracing::info!("caches filled"),
+                Err(err) => {
+                    tracing::warn!(error = %err, "cache fill failed; retrying in the background")
+                }
+            }
+        }
+    });
+    let follower = tokio::spawn(caches.clone().follow_changes(db.clone()));
     let router = app(state, HttpSettings::from(&config));
     let listener = TcpListener::bind(config.bind)
         .await
@@ -77,6 +98,8 @@ pub async fn serve(config: Config, metrics: PrometheusHandle) -> anyhow::Result<
             server.abort();
         }
     }
+    follower.abort();
+    caches.shutdown().await;
     close_with_deadline(&db, Duration::from_secs(5)).await;
     tracing::info!("stopped");
     Ok(())

@@ -4,11 +4,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::{Extension, Json};
-use groundwork_db::{Agent, AgentFilter, AgentPatch, AgentStatus, Listing, NewAgent};
+use groundwork_db::{Agent, AgentFilter, AgentPatch, AgentRuntime, AgentStatus, Listing, NewAgent};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::{created, page};
+use super::{created, json_bytes, page};
 use crate::app::AppState;
 use crate::auth::Actor;
 use crate::error::{ApiError, ErrorBody};
@@ -45,6 +45,8 @@ pub async fn create(
     ApiJson(new): ApiJson<NewAgent>,
 ) -> Result<Response, ApiError> {
     let agent = state.db.agents().create(actor.name(), &new).await?;
+    // The id may be remembered as absent.
+    state.caches.agent_changed(agent.id);
     Ok(created(format!("/api/v1/agents/{}", agent.id), agent))
 }
 
@@ -96,9 +98,9 @@ pub async fn update(
     ApiPath(id): ApiPath<i64>,
     ApiJson(patch): ApiJson<AgentPatch>,
 ) -> Result<Json<Agent>, ApiError> {
-    Ok(Json(
-        state.db.agents().update(actor.name(), id, &patch).await?,
-    ))
+    let agent = state.db.agents().update(actor.name(), id, &patch).await?;
+    state.caches.agent_changed(id);
+    Ok(Json(agent))
 }
 
 /// Delete an agent and its tool attachments.
@@ -114,5 +116,25 @@ pub async fn delete(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
     state.db.agents().delete(actor.name(), id).await?;
+    state.caches.agent_changed(id);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// What an agent runs with: the agent, its active prompt (the newest active prompt for its
+/// type) and its active tools. Served from the refreshing cache.
+#[utoipa::path(get, path = "/agents/{id}/runtime", tag = "agents",
+    params(("id" = i64, Path, description = "Agent id")),
+    responses(
+        (status = 200, description = "The agent's runtime configuration", body = AgentRuntime),
+        (status = 404, description = "No such agent", body = ErrorBody),
+        (status = 503, description = "Database unavailable and nothing cached", body = ErrorBody),
+    ))]
+pub async fn runtime(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<Response, ApiError> {
+    match state.caches.agent_runtime.get(&id).await? {
+        Some(doc) => Ok(json_bytes(doc.json.clone())),
+        None => Err(ApiError::not_found(format!("agent {id} not found"))),
+    }
 }

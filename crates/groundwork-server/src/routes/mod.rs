@@ -2,6 +2,7 @@
 
 pub mod agents;
 pub mod audit;
+pub mod cache;
 pub mod prompts;
 pub mod system;
 pub mod tools;
@@ -29,4 +30,16 @@ pub(crate) fn created<T: Serialize>(location: String, body: T) -> Response {
         response.headers_mut().insert(LOCATION, value);
     }
     response
+}
+
+/// A `200 OK` JSON response from bytes rendered earlier (a cached document).
+pub(crate) fn json_bytes(json: axum::body::Bytes) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        json,
+    )
+        .into_response()
 }

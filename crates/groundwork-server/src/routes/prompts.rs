@@ -53,6 +53,7 @@ pub async fn create(
     ApiJson(new): ApiJson<NewPrompt>,
 ) -> Result<Response, ApiError> {
     let prompt = state.db.prompts().create(actor.name(), &new).await?;
+    state.caches.prompt_changed(&prompt);
     Ok(created(format!("/api/v1/prompts/{}", prompt.id), prompt))
 }
 
@@ -107,7 +108,11 @@ pub async fn update(
     ApiPath(id): ApiPath<i64>,
     ApiJson(patch): ApiJson<PromptPatch>,
 ) -> Result<Json<Prompt>, ApiError> {
-    Ok(Json(
-        state.db.prompts().update(actor.name(), id, &patch).await?,
-    ))
+    // The prompt as it was: agents running with it must hear of the change even if it
+    // moved to another agent type.
+    let before = state.db.prompts().get(id, true).await?;
+    let prompt = state.db.prompts().update(actor.name(), id, &patch).await?;
+    state.caches.prompt_changed(&before);
+    state.caches.prompt_changed(&prompt);
+    Ok(Json(prompt))
 }

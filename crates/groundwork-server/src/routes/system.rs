@@ -1,5 +1,6 @@
 //! Liveness, readiness, metrics and the OpenAPI description.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,28 +27,27 @@ pub struct Health {
 /// The body of `GET /ready`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Readiness {
-    /// `ok` when every dependency answered, `unavailable` otherwise.
+    /// `ok` when every check passes, `unavailable` otherwise.
     pub status: &'static str,
-    /// One entry per dependency.
-    pub checks: Checks,
-}
-
-/// The dependencies readiness checks.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Checks {
-    /// The database.
-    pub database: Check,
+    /// One entry per dependency: `database`, and `cache:<name>` for each cache.
+    pub checks: BTreeMap<String, Check>,
 }
 
 /// One dependency's state.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Check {
-    /// `ok` or `unavailable`.
+    /// `ok`, `unavailable`, or for a cache `filling` (not ready yet) or `degraded` (not
+    /// filled after the start timeout: ready, loading keys one by one).
     pub status: &'static str,
-    /// Which implementation (`sqlite`, `postgres`).
-    pub backend: &'static str,
-    /// How long the check took, in milliseconds.
+    /// Which implementation (`sqlite`, `postgres`), for the database.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<&'static str>,
+    /// How long the check took (database) or the age of the last refresh (cache), in
+    /// milliseconds.
     pub latency_ms: f64,
+    /// Entries held, for a cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entries: Option<u64>,
     /// Why it failed, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -71,7 +71,7 @@ pub async fn health() -> Json<Health> {
         (status = 503, description = "A dependency is unavailable", body = Readiness),
     ))]
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
-    let backend = state.db.backend_kind().as_str();
+    let mut checks = BTreeMap::new();
     let started = std::time::Instant::now();
     let outcome = tokio::time::timeout(CHECK_TIMEOUT, state.db.ping()).await;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -83,31 +83,56 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
     if let Some(error) = &error {
         tracing::warn!(%error, "readiness: database unavailable");
     }
-    let status = if error.is_none() { "ok" } else { "unavailable" };
-    let code = if error.is_none() {
-        StatusCode::OK
+    let mut ready = error.is_none();
+    checks.insert(
+        "database".to_owned(),
+        Check {
+            status: if error.is_none() { "ok" } else { "unavailable" },
+            backend: Some(state.db.backend_kind().as_str()),
+            latency_ms,
+            entries: None,
+            error: error.map(|_| "the database did not answer".to_owned()),
+        },
+    );
+    let filling = state.caches.filling();
+    let started = state.caches.started();
+    for cache in state.caches.all() {
+        let stats = cache.stats();
+        let status = match (cache.filled(), filling, started) {
+            (true, _, _) | (false, false, false) => "ok",
+            (false, true, _) => {
+                ready = false;
+                "filling"
+            }
+            (false, false, true) => "degraded",
+        };
+        checks.insert(
+            format!("cache:{}", cache.name()),
+            Check {
+                status,
+                backend: None,
+                latency_ms: stats
+                    .last_refresh_age
+                    .map_or(0.0, |age| age.as_secs_f64() * 1000.0),
+                entries: Some(stats.entries),
+                error: None,
+            },
+        );
+    }
+    let (code, status) = if ready {
+        (StatusCode::OK, "ok")
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
     };
-    let database = Check {
-        status,
-        backend,
-        latency_ms,
-        error: error.map(|_| "the database did not answer".to_owned()),
-    };
-    (
-        code,
-        Json(Readiness {
-            status,
-            checks: Checks { database },
-        }),
-    )
+    (code, Json(Readiness { status, checks }))
 }
 
-/// Prometheus metrics: HTTP requests by method, route and status, and their latency.
+/// Prometheus metrics: HTTP requests by method, route and status, and their latency; cache
+/// hits, misses, loads, refreshes, failures, evictions and entries (`groundwork_cache_*`).
 #[utoipa::path(get, path = "/metrics", tag = "system",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    state.caches.publish_metrics();
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         state.metrics.render(),

@@ -10,7 +10,7 @@ use groundwork_db::{
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::{created, page};
+use super::{created, json_bytes, page};
 use crate::app::AppState;
 use crate::auth::Actor;
 use crate::error::{ApiError, ErrorBody};
@@ -47,6 +47,7 @@ pub async fn create(
     ApiJson(new): ApiJson<NewTool>,
 ) -> Result<Response, ApiError> {
     let tool = state.db.tools().create(actor.name(), &new).await?;
+    // A new tool is attached to no agent yet: no cached document mentions it.
     Ok(created(format!("/api/v1/tools/{}", tool.id), tool))
 }
 
@@ -98,9 +99,10 @@ pub async fn update(
     ApiPath(id): ApiPath<i64>,
     ApiJson(patch): ApiJson<ToolPatch>,
 ) -> Result<Json<Tool>, ApiError> {
-    Ok(Json(
-        state.db.tools().update(actor.name(), id, &patch).await?,
-    ))
+    let tool = state.db.tools().update(actor.name(), id, &patch).await?;
+    let agents = state.db.views().agents_using_tools(&[id]).await?;
+    state.caches.tool_changed(&agents);
+    Ok(Json(tool))
 }
 
 /// Delete a tool, detaching it from every agent.
@@ -115,7 +117,10 @@ pub async fn delete(
     Extension(actor): Extension<Actor>,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
+    // Read before the delete: the attachments go with the tool.
+    let agents = state.db.views().agents_using_tools(&[id]).await?;
     state.db.tools().delete(actor.name(), id).await?;
+    state.caches.tool_changed(&agents);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -143,6 +148,7 @@ pub async fn attach(
         .tools()
         .attach(actor.name(), agent_id, tool_id, &attachment)
         .await?;
+    state.caches.agent_changed(agent_id);
     Ok(if was_created {
         created(format!("/api/v1/agents/{agent_id}/tools"), row)
     } else {
@@ -170,22 +176,25 @@ pub async fn detach(
         .tools()
         .detach(actor.name(), agent_id, tool_id)
         .await?;
+    state.caches.agent_changed(agent_id);
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// The tools an agent may use: active tools with an active attachment, by name, each with
-/// its effective configuration.
+/// its effective configuration. Served from the refreshing cache.
 #[utoipa::path(get, path = "/agents/{id}/tools", tag = "tools",
     params(("id" = i64, Path, description = "Agent id")),
     responses(
         (status = 200, description = "The agent's active tools", body = Listing<AttachedTool>),
         (status = 404, description = "No such agent", body = ErrorBody),
+        (status = 503, description = "Database unavailable and nothing cached", body = ErrorBody),
     ))]
 pub async fn for_agent(
     State(state): State<AppState>,
     ApiPath(agent_id): ApiPath<i64>,
-) -> Result<Json<Listing<AttachedTool>>, ApiError> {
-    let items = state.db.tools().active_for_agent(agent_id).await?;
-    let total = i64::try_from(items.len()).unwrap_or(i64::MAX);
-    Ok(Json(Listing { items, total }))
+) -> Result<Response, ApiError> {
+    match state.caches.agent_tools.get(&agent_id).await? {
+        Some(doc) => Ok(json_bytes(doc.json.clone())),
+        None => Err(ApiError::not_found(format!("agent {agent_id} not found"))),
+    }
 }
