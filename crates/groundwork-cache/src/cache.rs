@@ -20,7 +20,7 @@ use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use groundwork_core::clock::Clock;
 use quick_cache::sync::Cache;
-use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
+use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, Weighter};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -106,6 +106,8 @@ type Map<K, V> = Cache<K, Slot<V>, SlotWeigher<K, V>, DefaultHashBuilder, Evicti
 /// the current load for that key when it completes.
 struct Flight<V> {
     id: u64,
+    /// Clock time (ns) the load was registered, before it read anything.
+    started: u64,
     future: SharedLoad<V>,
 }
 
@@ -246,13 +248,27 @@ where
         let counters = Arc::new(Counters::new());
         let capacity = builder.capacity;
         let estimated_items = usize::try_from(capacity.min(1 << 20)).unwrap_or(1 << 20);
-        let map = Cache::with(
-            estimated_items,
-            capacity,
-            SlotWeigher(builder.weigher),
-            DefaultHashBuilder::default(),
-            EvictionCounter(Arc::clone(&counters)),
-        );
+        let (shards, bound) = shard_layout(capacity, estimated_items);
+        let weigher = SlotWeigher(builder.weigher);
+        let lifecycle = EvictionCounter(Arc::clone(&counters));
+        let map = match OptionsBuilder::new()
+            .shards(shards)
+            .estimated_items_capacity(estimated_items)
+            .weight_capacity(bound)
+            .build()
+        {
+            Ok(options) => {
+                Cache::with_options(options, weigher, DefaultHashBuilder::default(), lifecycle)
+            }
+            // Only fails for unset fields, which are all set above.
+            Err(_) => Cache::with(
+                estimated_items,
+                bound,
+                weigher,
+                DefaultHashBuilder::default(),
+                lifecycle,
+            ),
+        };
         let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let ttl = nanos(builder.ttl);
         let refresh_after = builder.refresh_after.map_or(ttl / 4 * 3, nanos).min(ttl);
@@ -336,6 +352,14 @@ where
                     inner.counters.stale_hits.incr();
                     return Ok(slot.value.clone());
                 }
+                Freshness::Expired { servable: true } if inner.recently_failed() => {
+                    // The backoff has passed but the source has not answered since it failed:
+                    // serve at once and retry in the background, so readers never wait on a
+                    // source that is probably still down.
+                    inner.counters.stale_hits.incr();
+                    drop(self.flight(key));
+                    return Ok(slot.value.clone());
+                }
                 Freshness::Expired { .. } => {}
             }
         }
@@ -349,6 +373,8 @@ where
         cached: Option<Slot<V>>,
     ) -> Result<Option<Arc<V>>, CacheError> {
         let inner = &*self.inner;
+        // Counted now (callers waiting on a load show as misses); a lookup that ends up
+        // served stale is moved to the stale hits below, so each lookup counts once.
         inner.counters.misses.incr();
         if cached.is_none() && inner.settings.fill_on_miss && !inner.filled.load(Ordering::Acquire)
         {
@@ -372,6 +398,7 @@ where
                         Freshness::Expired { servable: true }
                     ) =>
                 {
+                    inner.counters.misses.decr();
                     inner.counters.stale_hits.incr();
                     Ok(slot.value)
                 }
@@ -397,10 +424,20 @@ where
         if let Some(flight) = coord.inflight.get(key) {
             return flight.future.clone();
         }
+        // A load may have finished between the caller's miss and this lock: use its result.
+        if let Some(slot) = self.inner.map.peek(key)
+            && matches!(
+                self.inner.freshness(&slot, self.inner.now()),
+                Freshness::Fresh
+            )
+        {
+            return futures_util::future::ready(Ok(slot.value)).boxed().shared();
+        }
         let id = coord.next_id;
         coord.next_id += 1;
+        let started = self.inner.now();
         let future = self
-            .spawn_load(vec![key.clone()], id)
+            .spawn_load(vec![key.clone()], id, started)
             .map(first_of)
             .boxed()
             .shared();
@@ -408,6 +445,7 @@ where
             key.clone(),
             Flight {
                 id,
+                started,
                 future: future.clone(),
             },
         );
@@ -421,9 +459,10 @@ where
         &self,
         keys: Vec<K>,
         id: u64,
+        started: u64,
     ) -> BoxFuture<'static, Result<Vec<Option<Arc<V>>>, CacheError>> {
         let inner = Arc::clone(&self.inner);
-        let handle = tokio::spawn(async move { inner.load_keys(keys, id).await });
+        let handle = tokio::spawn(async move { inner.load_keys(keys, id, started).await });
         let name = Arc::clone(&self.inner.name);
         async move {
             match handle.await {
@@ -488,6 +527,8 @@ where
     /// # Errors
     /// [`CacheError`] if the source fails; nothing is cached then.
     pub async fn warm(&self, keys: &[K]) -> Result<usize, CacheError> {
+        let mut seen = HashSet::new();
+        let keys: Vec<K> = keys.iter().filter(|k| seen.insert(*k)).cloned().collect();
         if keys.is_empty() {
             return Ok(0);
         }
@@ -495,14 +536,22 @@ where
             let mut coord = self.inner.lock_coord();
             let id = coord.next_id;
             coord.next_id += 1;
-            let batch = self.spawn_load(keys.to_vec(), id).shared();
+            let started = self.inner.now();
+            let batch = self.spawn_load(keys.clone(), id, started).shared();
             for (index, key) in keys.iter().enumerate() {
                 let future = batch
                     .clone()
                     .map(move |outcome| outcome.map(|values| values.get(index).cloned().flatten()))
                     .boxed()
                     .shared();
-                coord.inflight.insert(key.clone(), Flight { id, future });
+                coord.inflight.insert(
+                    key.clone(),
+                    Flight {
+                        id,
+                        started,
+                        future,
+                    },
+                );
             }
             batch
         };
@@ -648,6 +697,22 @@ where
     }
 }
 
+/// Shard count and total weight for a capacity bound that holds exactly: `quick_cache` gives
+/// every shard `ceil(capacity / shards)`, which can add up to more than `capacity`; with the
+/// capacity rounded down to a multiple of the shard count, the shards add up to at most
+/// `capacity`. The shard count is the one `quick_cache` would pick (4 per core, a power of
+/// two, at least 32 expected items per shard), lowered further so every shard holds at least
+/// one entry.
+fn shard_layout(capacity: u64, estimated_items: usize) -> (usize, u64) {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let mut shards = (cores * 4).next_power_of_two();
+    while shards > 1 && (estimated_items / shards < 32 || capacity / (shards as u64) < 1) {
+        shards /= 2;
+    }
+    let per_shard = capacity / shards as u64;
+    (shards, (per_shard * shards as u64).max(1))
+}
+
 /// The first value of a one-key load.
 fn first_of<V>(outcome: Result<Vec<Option<Arc<V>>>, CacheError>) -> LoadOutcome<V> {
     outcome.map(|values| values.into_iter().next().flatten())
@@ -692,6 +757,12 @@ where
                 servable: age < ttl.saturating_add(s.max_staleness),
             }
         }
+    }
+
+    /// Whether the source's last answer was a failure (any load or refresh since).
+    #[inline]
+    fn recently_failed(&self) -> bool {
+        self.consecutive_failures.load(Ordering::Relaxed) > 0
     }
 
     /// Inserts or replaces `key` (see [`EvictionCounter`] for why the key is passed along).
@@ -739,9 +810,13 @@ where
         Duration::from_nanos((until - 1).saturating_sub(self.now())).min(interval)
     }
 
-    async fn load_keys(&self, keys: Vec<K>, id: u64) -> Result<Vec<Option<Arc<V>>>, CacheError> {
+    async fn load_keys(
+        &self,
+        keys: Vec<K>,
+        id: u64,
+        started: u64,
+    ) -> Result<Vec<Option<Arc<V>>>, CacheError> {
         self.counters.loads.incr();
-        let started = self.now();
         let read = if let [key] = keys.as_slice() {
             tokio::time::timeout(self.settings.load_timeout, self.source.load(key))
                 .await
@@ -766,13 +841,13 @@ where
         let mut coord = self.lock_coord();
         match outcome {
             Ok(pairs) => {
-                let mut by_key: HashMap<K, Option<Arc<V>>> = pairs
+                let by_key: HashMap<K, Option<Arc<V>>> = pairs
                     .into_iter()
                     .map(|(k, v)| (k, v.map(Arc::new)))
                     .collect();
                 let mut values = Vec::with_capacity(keys.len());
                 for key in keys {
-                    let value = by_key.remove(&key).flatten();
+                    let value = by_key.get(&key).cloned().flatten();
                     if coord.inflight.get(&key).is_some_and(|f| f.id == id) {
                         coord.inflight.remove(&key);
                         self.put(
@@ -907,9 +982,15 @@ where
         if coord.watch.as_ref().is_some_and(|w| w.keys.contains(&key)) {
             return false;
         }
-        let was_loading = coord.inflight.remove(&key).is_some();
+        // A load that started after this refresh reads newer data: leave it (and the key)
+        // alone. An older one is superseded: it must not write its result afterwards.
+        let was_loading = match coord.inflight.get(&key) {
+            Some(flight) if flight.started > started => return false,
+            Some(_) => coord.inflight.remove(&key).is_some(),
+            None => false,
+        };
         match (self.map.peek(&key), value) {
-            (Some(slot), _) if slot.loaded_at >= started => false,
+            (Some(slot), _) if slot.loaded_at > started => false,
             (Some(slot), Some(value)) if slot.value.as_deref() == Some(&value) => false,
             (Some(_), value) => {
                 self.insert(key, value, started);
@@ -962,7 +1043,7 @@ where
             .map
             .iter()
             .filter(|(key, slot)| {
-                slot.value.is_some() && slot.loaded_at < started && !seen.contains(key)
+                slot.value.is_some() && slot.loaded_at <= started && !seen.contains(key)
             })
             .map(|(key, _)| key)
             .collect();

@@ -60,8 +60,16 @@ impl StripedCounter {
         self.add(1);
     }
 
+    /// Takes one back (a lookup counted as a miss that ended up a stale hit). Cells wrap;
+    /// the sum over all cells stays exact.
+    pub(crate) fn decr(&self) {
+        self.cells[stripe()].fetch_sub(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn get(&self) -> u64 {
-        self.cells.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+        self.cells
+            .iter()
+            .fold(0u64, |sum, c| sum.wrapping_add(c.load(Ordering::Relaxed)))
     }
 }
 

@@ -10,19 +10,22 @@
 mod common;
 
 use std::collections::{BTreeSet, HashSet};
+use std::time::Duration as StdDuration;
 
 use anyhow::ensure;
 use chrono::{Duration, SubsecRound};
 use groundwork_db::{
-    AgentFilter, AgentPatch, AgentStatus, Attachment, AuditFilter, Database, DbError, Entity,
-    ExecutionStatus, NewAgent, NewPrompt, NewSession, NewTool, NewWorkflow, Op, Page, PromptFilter,
-    PromptPatch, ToolFilter, ToolPatch, UserFilter, WorkflowPatch, limits, now,
+    AgentFilter, AgentPatch, AgentStatus, AttachedTool, Attachment, AuditFilter, BackendKind,
+    ChangeEvent, Database, DbError, Entity, ExecutionStatus, NewAgent, NewPrompt, NewSession,
+    NewTool, NewWorkflow, Op, Page, Prompt, PromptFilter, PromptPatch, ToolFilter, ToolPatch,
+    UserFilter, WorkflowPatch, limits, now,
 };
 use serde_json::json;
 
 use common::{
-    ACTOR, agent, audit_latest, audit_total, changes_after, digest, page, postgres_db, prompt,
-    shape, sqlite_db, tool, user, workflow,
+    ACTOR, affected_since, agent, attach, audit_latest, audit_total, changes_after, digest, drain,
+    entry, lock_change_log, next_event, page, postgres_db, prompt, release_change_log, shape,
+    sqlite_db, tool, typed_agent, user, workflow,
 };
 
 /// Declares each test once per backend: `sqlite::name` and `postgres::name`. Tests listed
@@ -123,7 +126,13 @@ conformance! {
     page_bounds,
     nul_characters_are_invalid_input,
     name_contains_folds_ascii_case_only,
-    changes_since_accepts_the_largest_limit;
+    changes_since_accepts_the_largest_limit,
+    views_tools_of,
+    views_runtimes_of,
+    views_agents_using_tools,
+    views_affected_agents,
+    change_scope_recorded,
+    listen_changes_notifies;
     multi_thread:
     concurrent_distinct_creates,
     concurrent_same_name_creates,
@@ -3496,5 +3505,798 @@ async fn changes_since_accepts_the_largest_limit(db: Database) -> anyhow::Result
         Err(DbError::Invalid { .. }) => {}
         Err(other) => anyhow::bail!("expected the changes or Invalid, got {other:?}"),
     }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Views (batch read models)
+// ---------------------------------------------------------------------------------------
+
+/// Tool names, in the order given.
+fn tool_names(tools: &[AttachedTool]) -> Vec<&str> {
+    tools.iter().map(|t| t.name.as_str()).collect()
+}
+
+/// `tools_of` returns, per existing agent, exactly what `active_for_agent` returns (same
+/// tools, same byte order of names, same merged config); unknown ids are absent; any batch
+/// size works; `tools_of_all` is `tools_of` over every agent.
+async fn views_tools_of(db: Database) -> anyhow::Result<()> {
+    let a = db.agents().create(ACTOR, &agent("a")).await?;
+    let b = db.agents().create(ACTOR, &agent("b")).await?;
+    let c = db.agents().create(ACTOR, &agent("c")).await?;
+    let d = db.agents().create(ACTOR, &agent("d")).await?;
+    let e = db.agents().create(ACTOR, &agent("e")).await?;
+    let unknown = 999;
+    ensure!(
+        [a.id, b.id, c.id, d.id, e.id]
+            .iter()
+            .all(|&id| id != unknown),
+        "an agent got id {unknown}"
+    );
+
+    let mut zeta = tool("Zeta");
+    zeta.config = json!({ "url": "u", "timeout": 30, "nested": { "x": 1 } });
+    let zeta = db.tools().create(ACTOR, &zeta).await?;
+    let mut alpha = tool("alpha");
+    alpha.config = json!({ "k": "v" });
+    let alpha = db.tools().create(ACTOR, &alpha).await?;
+    let mut eclair = tool("Éclair");
+    eclair.description = Some("non-ASCII name".into());
+    let eclair = db.tools().create(ACTOR, &eclair).await?;
+    let beta = db.tools().create(ACTOR, &tool("beta")).await?;
+    let mut off = tool("off");
+    off.is_active = false;
+    let off = db.tools().create(ACTOR, &off).await?;
+    let gamma = db.tools().create(ACTOR, &tool("gamma")).await?;
+    let omega = db.tools().create(ACTOR, &tool("omega")).await?;
+
+    // a: several tools, attached in neither id nor name order, plus an inactive tool with an
+    // active attachment and an active tool with an inactive attachment.
+    attach(&db, a.id, beta.id, None, true).await?;
+    attach(&db, a.id, eclair.id, Some(json!({ "lang": "fr" })), true).await?;
+    let zeta_override = json!({ "timeout": 5, "extra": true, "nested": { "y": 2 } });
+    attach(&db, a.id, zeta.id, Some(zeta_override.clone()), true).await?;
+    attach(&db, a.id, alpha.id, None, true).await?;
+    attach(&db, a.id, off.id, None, true).await?;
+    attach(&db, a.id, gamma.id, None, false).await?;
+    // b: one tool, shared with a but with its own override.
+    attach(&db, b.id, alpha.id, Some(json!({ "k": "b" })), true).await?;
+    attach(&db, b.id, gamma.id, None, false).await?;
+    // c: attachments, none of them usable. d: no attachments at all. e: another tool.
+    attach(&db, c.id, off.id, None, true).await?;
+    attach(&db, c.id, gamma.id, Some(json!({ "k": 1 })), false).await?;
+    attach(&db, e.id, omega.id, None, true).await?;
+
+    let map = db.views().tools_of(&[a.id, b.id, c.id, unknown]).await?;
+    let keys: BTreeSet<i64> = map.keys().copied().collect();
+    assert_eq!(keys, BTreeSet::from([a.id, b.id, c.id]), "{map:#?}");
+
+    // Byte order: uppercase before lowercase, non-ASCII last (not the server's collation).
+    let a_tools = entry(&map, a.id)?;
+    assert_eq!(tool_names(a_tools), vec!["Zeta", "alpha", "beta", "Éclair"]);
+    let ids: Vec<i64> = a_tools.iter().map(|t| t.id).collect();
+    assert_eq!(ids, vec![zeta.id, alpha.id, beta.id, eclair.id]);
+    let z = a_tools
+        .iter()
+        .find(|t| t.id == zeta.id)
+        .ok_or_else(|| anyhow::anyhow!("Zeta missing"))?;
+    assert_eq!(z.config, zeta.config);
+    assert_eq!(z.config_override, Some(zeta_override));
+    assert_eq!(
+        z.effective_config,
+        json!({ "url": "u", "timeout": 5, "extra": true, "nested": { "y": 2 } })
+    );
+    let a_alpha = a_tools
+        .iter()
+        .find(|t| t.id == alpha.id)
+        .ok_or_else(|| anyhow::anyhow!("alpha missing"))?;
+    assert_eq!(a_alpha.config_override, None, "b's override must not leak");
+    assert_eq!(a_alpha.effective_config, json!({ "k": "v" }));
+
+    let b_tools = entry(&map, b.id)?;
+    assert_eq!(tool_names(b_tools), vec!["alpha"]);
+    assert_eq!(b_tools[0].config_override, Some(json!({ "k": "b" })));
+    assert_eq!(b_tools[0].effective_config, json!({ "k": "b" }));
+
+    assert_eq!(entry(&map, c.id)?, &Vec::<AttachedTool>::new());
+
+    // Exactly what the per-agent query returns, field for field.
+    for id in [a.id, b.id, c.id] {
+        assert_eq!(
+            entry(&map, id)?,
+            &db.tools().active_for_agent(id).await?,
+            "agent {id}"
+        );
+    }
+
+    let only_d = db.views().tools_of(&[d.id]).await?;
+    assert_eq!(only_d.len(), 1, "{only_d:?}");
+    assert_eq!(entry(&only_d, d.id)?, &Vec::<AttachedTool>::new());
+    ensure!(db.views().tools_of(&[]).await?.is_empty());
+    ensure!(db.views().tools_of(&[unknown]).await?.is_empty());
+
+    let all_ids = [a.id, b.id, c.id, d.id, e.id];
+    let all = db.views().tools_of_all().await?;
+    assert_eq!(all, db.views().tools_of(&all_ids).await?);
+    assert_eq!(
+        all.keys().copied().collect::<BTreeSet<_>>(),
+        BTreeSet::from(all_ids)
+    );
+    assert_eq!(tool_names(entry(&all, e.id)?), vec!["omega"]);
+    for id in all_ids {
+        assert_eq!(
+            entry(&all, id)?,
+            &db.tools().active_for_agent(id).await?,
+            "agent {id}"
+        );
+    }
+
+    // A large batch (duplicates, unknown and extreme ids included) is one statement.
+    let mut batch: Vec<i64> = (1..=1500).map(|i| 1_000_000 + i).collect();
+    batch.extend(all_ids);
+    batch.extend([a.id, a.id, 0, -1, i64::MAX]);
+    ensure!(batch.len() > 1500);
+    assert_eq!(db.views().tools_of(&batch).await?, all);
+
+    // Reads are fresh: deactivating a tool removes it from every agent.
+    let patch = ToolPatch {
+        is_active: Some(false),
+        ..Default::default()
+    };
+    db.tools().update(ACTOR, alpha.id, &patch).await?;
+    let map = db.views().tools_of(&[a.id, b.id]).await?;
+    assert_eq!(
+        tool_names(entry(&map, a.id)?),
+        vec!["Zeta", "beta", "Éclair"]
+    );
+    assert_eq!(entry(&map, b.id)?, &Vec::<AttachedTool>::new());
+    assert_eq!(
+        entry(&map, a.id)?,
+        &db.tools().active_for_agent(a.id).await?
+    );
+    Ok(())
+}
+
+/// The newest active prompt of `kind`, as the prompt repository sees it.
+async fn newest_active_prompt(db: &Database, kind: &str) -> anyhow::Result<Option<Prompt>> {
+    Ok(db
+        .prompts()
+        .active_for_agent_type(kind)
+        .await?
+        .into_iter()
+        .next())
+}
+
+/// `runtimes_of` pairs each existing agent with the newest active prompt of its type (by
+/// last change) and its active tools; it follows prompt updates.
+async fn views_runtimes_of(db: Database) -> anyhow::Result<()> {
+    let x = db
+        .agents()
+        .create(ACTOR, &typed_agent("x", "classifier"))
+        .await?;
+    let x2 = db
+        .agents()
+        .create(ACTOR, &typed_agent("x2", "classifier"))
+        .await?;
+    let y = db
+        .agents()
+        .create(ACTOR, &typed_agent("y", "router"))
+        .await?;
+    let z = db
+        .agents()
+        .create(ACTOR, &typed_agent("z", "summarizer"))
+        .await?;
+    let unknown = 999;
+    let t1 = db.tools().create(ACTOR, &tool("t1")).await?;
+    let t2 = db.tools().create(ACTOR, &tool("t2")).await?;
+    attach(&db, x.id, t1.id, Some(json!({ "a": 1 })), true).await?;
+    attach(&db, x.id, t2.id, None, false).await?;
+
+    // Oldest: active classifier prompt; then an inactive classifier draft; then the newest,
+    // an active prompt of another type; the router has only an inactive prompt.
+    let p_old = db
+        .prompts()
+        .create(ACTOR, &prompt("p-old", "1", "classifier"))
+        .await?;
+    let mut draft = prompt("p-draft", "1", "classifier");
+    draft.is_active = false;
+    let draft = db.prompts().create(ACTOR, &draft).await?;
+    let mut route = prompt("p-route", "1", "router");
+    route.is_active = false;
+    db.prompts().create(ACTOR, &route).await?;
+    let p_sum = db
+        .prompts()
+        .create(ACTOR, &prompt("p-sum", "1", "summarizer"))
+        .await?;
+
+    let rt = db
+        .views()
+        .runtimes_of(&[x.id, x2.id, y.id, z.id, unknown])
+        .await?;
+    assert_eq!(
+        rt.keys().copied().collect::<BTreeSet<_>>(),
+        BTreeSet::from([x.id, x2.id, y.id, z.id]),
+        "{rt:#?}"
+    );
+    let rx = entry(&rt, x.id)?;
+    assert_eq!(rx.agent, db.agents().get(x.id).await?);
+    assert_eq!(rx.prompt.as_ref(), Some(&p_old));
+    assert_eq!(tool_names(&rx.tools), vec!["t1"]);
+    assert_eq!(rx.tools, db.tools().active_for_agent(x.id).await?);
+    assert_eq!(rx.tools[0].effective_config, json!({ "a": 1 }));
+    let rx2 = entry(&rt, x2.id)?;
+    assert_eq!(rx2.prompt.as_ref(), Some(&p_old));
+    assert_eq!(rx2.tools, vec![]);
+    let ry = entry(&rt, y.id)?;
+    assert_eq!(ry.agent, y);
+    assert_eq!(ry.prompt, None, "the router has no active prompt");
+    assert_eq!(entry(&rt, z.id)?.prompt.as_ref(), Some(&p_sum));
+    for runtime in rt.values() {
+        assert_eq!(
+            runtime.prompt,
+            newest_active_prompt(&db, &runtime.agent.kind).await?,
+            "agent {}",
+            runtime.agent.id
+        );
+    }
+
+    ensure!(db.views().runtimes_of(&[]).await?.is_empty());
+    ensure!(db.views().runtimes_of(&[unknown]).await?.is_empty());
+    let all_ids = [x.id, x2.id, y.id, z.id];
+    assert_eq!(
+        db.views().runtimes_of_all().await?,
+        db.views().runtimes_of(&all_ids).await?
+    );
+
+    // A newer active prompt of the type wins.
+    let p_mid = db
+        .prompts()
+        .create(ACTOR, &prompt("p-mid", "1", "classifier"))
+        .await?;
+    let rt = db.views().runtimes_of(&[x.id, x2.id]).await?;
+    assert_eq!(entry(&rt, x.id)?.prompt.as_ref(), Some(&p_mid));
+    assert_eq!(entry(&rt, x2.id)?.prompt.as_ref(), Some(&p_mid));
+
+    // Updating the older prompt makes it the newest.
+    let patch = PromptPatch {
+        content: Some("You are p-old, revised.".into()),
+        ..Default::default()
+    };
+    let p_old = db.prompts().update(ACTOR, p_old.id, &patch).await?;
+    ensure!(
+        p_old.updated_at > p_mid.updated_at,
+        "{} <= {}",
+        p_old.updated_at,
+        p_mid.updated_at
+    );
+    let rt = db.views().runtimes_of(&[x.id]).await?;
+    assert_eq!(entry(&rt, x.id)?.prompt.as_ref(), Some(&p_old));
+    let all = db.views().runtimes_of_all().await?;
+    assert_eq!(entry(&all, x2.id)?.prompt.as_ref(), Some(&p_old));
+    assert_eq!(all, db.views().runtimes_of(&all_ids).await?);
+
+    // Deactivating it falls back to the next newest active one.
+    let patch = PromptPatch {
+        is_active: Some(false),
+        ..Default::default()
+    };
+    db.prompts().update(ACTOR, p_old.id, &patch).await?;
+    let rt = db.views().runtimes_of(&[x.id]).await?;
+    assert_eq!(entry(&rt, x.id)?.prompt.as_ref(), Some(&p_mid));
+
+    // Activating the draft makes it the newest active one.
+    let patch = PromptPatch {
+        is_active: Some(true),
+        ..Default::default()
+    };
+    let draft = db.prompts().update(ACTOR, draft.id, &patch).await?;
+    let rt = db.views().runtimes_of(&[x.id]).await?;
+    assert_eq!(entry(&rt, x.id)?.prompt.as_ref(), Some(&draft));
+
+    // Moving the summarizer prompt to the router: the router gains it, the summarizer loses it.
+    let patch = PromptPatch {
+        agent_type: Some("router".into()),
+        ..Default::default()
+    };
+    let moved = db.prompts().update(ACTOR, p_sum.id, &patch).await?;
+    let rt = db.views().runtimes_of(&[y.id, z.id]).await?;
+    assert_eq!(entry(&rt, y.id)?.prompt.as_ref(), Some(&moved));
+    assert_eq!(entry(&rt, z.id)?.prompt, None);
+    assert_eq!(
+        db.views().runtimes_of_all().await?,
+        db.views().runtimes_of(&all_ids).await?
+    );
+    Ok(())
+}
+
+/// `agents_using_tools` lists each agent a tool is attached to (active attachment or not),
+/// once, by id.
+async fn views_agents_using_tools(db: Database) -> anyhow::Result<()> {
+    let a = db.agents().create(ACTOR, &agent("a")).await?;
+    let b = db.agents().create(ACTOR, &agent("b")).await?;
+    let c = db.agents().create(ACTOR, &agent("c")).await?;
+    let loner = db.agents().create(ACTOR, &agent("loner")).await?;
+    let t1 = db.tools().create(ACTOR, &tool("t1")).await?;
+    let mut t2 = tool("t2");
+    t2.is_active = false;
+    let t2 = db.tools().create(ACTOR, &t2).await?;
+    let t3 = db.tools().create(ACTOR, &tool("t3")).await?;
+    let t4 = db.tools().create(ACTOR, &tool("t4")).await?;
+    let t5 = db.tools().create(ACTOR, &tool("t5")).await?;
+
+    // Attached newest agent first, so that insertion order is not id order.
+    attach(&db, c.id, t4.id, None, true).await?;
+    attach(&db, b.id, t1.id, None, false).await?;
+    attach(&db, a.id, t1.id, None, true).await?;
+    attach(&db, c.id, t2.id, None, true).await?;
+    attach(&db, a.id, t4.id, None, true).await?;
+    attach(&db, loner.id, t5.id, None, true).await?;
+
+    let views = db.views();
+    assert_eq!(
+        views
+            .agents_using_tools(&[t4.id, t3.id, t2.id, t1.id, 999])
+            .await?,
+        vec![a.id, b.id, c.id]
+    );
+    assert_eq!(
+        views.agents_using_tools(&[t1.id]).await?,
+        vec![a.id, b.id],
+        "inactive attachments count"
+    );
+    assert_eq!(
+        views.agents_using_tools(&[t2.id]).await?,
+        vec![c.id],
+        "inactive tools count"
+    );
+    assert_eq!(
+        views.agents_using_tools(&[t4.id, t4.id, t1.id]).await?,
+        vec![a.id, b.id, c.id]
+    );
+    let none: Vec<i64> = Vec::new();
+    assert_eq!(views.agents_using_tools(&[t3.id]).await?, none);
+    assert_eq!(views.agents_using_tools(&[999]).await?, none);
+    assert_eq!(views.agents_using_tools(&[]).await?, none);
+
+    // Detached agents are no longer users.
+    db.tools().detach(ACTOR, b.id, t1.id).await?;
+    assert_eq!(views.agents_using_tools(&[t1.id]).await?, vec![a.id]);
+    Ok(())
+}
+
+/// `affected_agents` on real change batches: agents and attachments by id, tools through
+/// their attachments, prompts (when asked) through the agent types in their scope.
+async fn views_affected_agents(db: Database) -> anyhow::Result<()> {
+    let a1 = db
+        .agents()
+        .create(ACTOR, &typed_agent("a1", "classifier"))
+        .await?;
+    let a2 = db
+        .agents()
+        .create(ACTOR, &typed_agent("a2", "classifier"))
+        .await?;
+    let r1 = db
+        .agents()
+        .create(ACTOR, &typed_agent("r1", "router"))
+        .await?;
+    let s1 = db
+        .agents()
+        .create(ACTOR, &typed_agent("s1", "summarizer"))
+        .await?;
+    let t = db.tools().create(ACTOR, &tool("t")).await?;
+    let u = db.tools().create(ACTOR, &tool("u")).await?;
+    let v = db.tools().create(ACTOR, &tool("v")).await?;
+    attach(&db, a1.id, t.id, None, true).await?;
+    attach(&db, r1.id, t.id, None, false).await?;
+    attach(&db, a2.id, u.id, None, true).await?;
+    let mut cursor = db.changes().current_cursor().await?;
+    let none: Vec<i64> = Vec::new();
+
+    // Agent create, update, delete: that agent.
+    let n = db.agents().create(ACTOR, &agent("n")).await?;
+    let got = affected_since(&db, &mut cursor).await?;
+    assert_eq!(got.with_prompts, vec![n.id]);
+    assert_eq!(got.without_prompts, vec![n.id]);
+    let patch = AgentPatch {
+        description: Some(Some("changed".into())),
+        ..Default::default()
+    };
+    db.agents().update(ACTOR, a1.id, &patch).await?;
+    let got = affected_since(&db, &mut cursor).await?;
+    assert_eq!(got.with_prompts, vec![a1.id]);
+    assert_eq!(got.without_prompts, vec![a1.id]);
+    db.agents().delete(ACTOR, n.id).await?;
+    let got = affected_since(&db, &mut cursor).await?;
+    assert_eq!(got.with_prompts, vec![n.id]);
+    assert_eq!(got.without_prompts, vec![n.id]);
+
+    // Attach, re-attach and detach: the agent.
+    attach(&db, s1.id, u.id, None, true).await?;
+    let got = affected_since(&db, &mut cursor).await?;
+    assert_eq!(got.with_prompts, vec![s1.id]);
+    attach(&db, s1.id, u.id, Some(json!({ "k": 1 })), false).await?;
+    let got = affected_since(&db, &mut cursor).await?;
+    assert_eq!(got.with_prompts, vec![s1.id]);
+    db.tools().detach(ACTOR, s1.id, u.id).await?;
+    let got = affected_since(&db, &mut cursor).await?;
+    assert_eq!(got.with_prompts, vec![s1.id]);
+    assert_eq!(got.without_prompts, vec![s1.id]);
+
+    // Tool update: every agent it is attached to, active attachment or not.
+    let patch = ToolPatch {
+        config: Some(json!({ "url": "new" })),
+        ..Default::default()
+    };
+    db.tools().update(ACTOR, t.id, &patch).await?;
+    let got = affected_since(&db, &mut cursor).await?;
+    assert_eq!(got.with_prompts, vec![a1.id, r1.id]);
+    assert_eq!(got.without_prompts, vec![a1.id, r1.id]);
+    // An unattached tool affects nobody.
+    db.tools().update(ACTOR, v.id, &patch).await?;
+    let got = affected_since(&db, &mut cursor).await?;
+    assert_eq!(got.changes.len(), 1, "{:?}", got.changes);
+    assert_eq!(got.with_prompts, none);
+
+    // Tool delete: the agents it was detached from, through the recorded detachments (the
+    // attachments are gone by the time the batch is read).
+    db.tools().delete(ACTOR, t.id).await?;
+    let got = affected_since(&db, &mut cursor).await?;
+    let detached: BTreeSet<i64> = got
+        .changes
+        .iter()
+        .filter(|c| c.entity == Entity::AgentTool && c.op == Op::Delete)
+        .map(|c| c.entity_id)
+        .collect();
+    assert_eq!(
+        detached,
+        BTreeSet::from([a1.id, r1.id]),
+        "{:?}",
+        got.changes
+    );
+    assert_eq!(got.with_prompts, vec![a1.id, r1.id]);
+    assert_eq!(got.without_prompts, vec![a1.id, r1.id]);
+
+    // Prompt create / update: the agents of its type, only when prompts are asked for.
+    let p = db
+        .prompts()
+        .create(ACTOR, &prompt("p", "1", "classifier"))
+        .await?;
+    let got = affected_since(&db, &mut cursor).await?;
+    assert_eq!(got.with_prompts, vec![a1.id, a2.id]);
+    assert_eq!(got.without_prompts, none);
+    let patch = PromptPatch {
+        content: Some("new text".into()),
+        ..Default::default()
+    };
+    db.prompts().update(ACTOR, p.id, &patch).await?;
+    let got = affected_since(&db, &mut cursor).await?;
+    assert_eq!(got.with_prompts, vec![a1.id, a2.id]);
+    assert_eq!(got.without_prompts, none);
+
+    // Prompt moved from classifier to router: agents of both types, from two changes.
+    let patch = PromptPatch {
+        agent_type: Some("router".into()),
+        ..Default::default()
+    };
+    db.prompts().update(ACTOR, p.id, &patch).await?;
+    let got = affected_since(&db, &mut cursor).await?;
+    let mut rows = got.changes.clone();
+    rows.sort_by_key(|c| c.seq);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    ensure!(rows[0].seq < rows[1].seq);
+    ensure!(
+        rows.iter()
+            .all(|c| c.entity == Entity::Prompt && c.entity_id == p.id && c.op == Op::Upsert),
+        "{rows:?}"
+    );
+    let scopes: BTreeSet<Option<&str>> = rows.iter().map(|c| c.scope.as_deref()).collect();
+    assert_eq!(
+        scopes,
+        BTreeSet::from([Some("classifier"), Some("router")]),
+        "{rows:?}"
+    );
+    assert_eq!(got.with_prompts, vec![a1.id, a2.id, r1.id]);
+    assert_eq!(got.without_prompts, none);
+
+    // Prompt delete: the agents of the type it served.
+    db.prompts().delete(ACTOR, p.id).await?;
+    let got = affected_since(&db, &mut cursor).await?;
+    assert_eq!(got.with_prompts, vec![r1.id]);
+    assert_eq!(got.without_prompts, none);
+
+    // A prompt for a type no agent has affects nobody.
+    db.prompts()
+        .create(ACTOR, &prompt("q", "1", "nobody"))
+        .await?;
+    let got = affected_since(&db, &mut cursor).await?;
+    assert_eq!(got.changes.len(), 1);
+    assert_eq!(got.with_prompts, none);
+
+    // Several kinds of change in one batch: the union.
+    db.agents()
+        .update(
+            ACTOR,
+            s1.id,
+            &AgentPatch {
+                description: Some(None),
+                ..Default::default()
+            },
+        )
+        .await?;
+    db.tools()
+        .update(
+            ACTOR,
+            u.id,
+            &ToolPatch {
+                description: Some(Some("u".into())),
+                ..Default::default()
+            },
+        )
+        .await?;
+    db.prompts()
+        .create(ACTOR, &prompt("r", "1", "router"))
+        .await?;
+    let got = affected_since(&db, &mut cursor).await?;
+    assert_eq!(got.changes.len(), 3);
+    assert_eq!(got.with_prompts, vec![a2.id, r1.id, s1.id]);
+    assert_eq!(got.without_prompts, vec![a2.id, s1.id]);
+
+    // Users, digests and workflows append nothing and affect nobody.
+    let user = db.users().create(ACTOR, &user("u@example.com")).await?;
+    db.digests().create(ACTOR, user.id, &digest("d")).await?;
+    let w = db.workflows().create(ACTOR, &workflow("w")).await?;
+    db.workflows().delete(ACTOR, w.id).await?;
+    let got = affected_since(&db, &mut cursor).await?;
+    assert_eq!(got.changes, vec![]);
+    assert_eq!(got.with_prompts, none);
+    assert_eq!(got.without_prompts, none);
+    assert_eq!(db.views().affected_agents(&[], true).await?, none);
+    Ok(())
+}
+
+/// `scope` is the agent type for prompt changes (both types when a prompt moves) and empty
+/// for every other entity.
+async fn change_scope_recorded(db: Database) -> anyhow::Result<()> {
+    let cursor = db.changes().current_cursor().await?;
+    let a = db.agents().create(ACTOR, &agent("a")).await?;
+    let t = db.tools().create(ACTOR, &tool("t")).await?;
+    attach(&db, a.id, t.id, None, true).await?;
+    db.tools()
+        .update(
+            ACTOR,
+            t.id,
+            &ToolPatch {
+                is_active: Some(false),
+                ..Default::default()
+            },
+        )
+        .await?;
+    db.agents()
+        .update(
+            ACTOR,
+            a.id,
+            &AgentPatch {
+                kind: Some("router".into()),
+                ..Default::default()
+            },
+        )
+        .await?;
+    db.tools().detach(ACTOR, a.id, t.id).await?;
+    attach(&db, a.id, t.id, None, true).await?;
+    let p = db
+        .prompts()
+        .create(ACTOR, &prompt("p", "1", "classifier"))
+        .await?;
+    let p = db
+        .prompts()
+        .update(
+            ACTOR,
+            p.id,
+            &PromptPatch {
+                is_active: Some(false),
+                ..Default::default()
+            },
+        )
+        .await?;
+    // Naming the same type is not a move.
+    db.prompts()
+        .update(
+            ACTOR,
+            p.id,
+            &PromptPatch {
+                agent_type: Some("classifier".into()),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let before_move = db.changes().current_cursor().await?;
+    db.prompts()
+        .update(
+            ACTOR,
+            p.id,
+            &PromptPatch {
+                agent_type: Some("router".into()),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let after_move = db.changes().current_cursor().await?;
+    db.prompts().delete(ACTOR, p.id).await?;
+    db.tools().delete(ACTOR, t.id).await?;
+    db.agents().delete(ACTOR, a.id).await?;
+
+    let changes = changes_after(&db, cursor).await?;
+    let got: Vec<(Entity, Op, Option<&str>)> = changes
+        .iter()
+        .map(|c| (c.entity, c.op, c.scope.as_deref()))
+        .collect();
+    let moved: BTreeSet<Option<&str>> = changes
+        .iter()
+        .filter(|c| c.seq > before_move && c.seq <= after_move)
+        .map(|c| c.scope.as_deref())
+        .collect();
+    assert_eq!(
+        moved,
+        BTreeSet::from([Some("classifier"), Some("router")]),
+        "{changes:#?}"
+    );
+    // The two rows of the move, in whichever order they were written.
+    let move_at = changes
+        .iter()
+        .position(|c| c.seq > before_move)
+        .ok_or_else(|| anyhow::anyhow!("no change after the move"))?;
+    let mut expected = vec![
+        (Entity::Agent, Op::Upsert, None),
+        (Entity::Tool, Op::Upsert, None),
+        (Entity::AgentTool, Op::Upsert, None),
+        (Entity::Tool, Op::Upsert, None),
+        (Entity::Agent, Op::Upsert, None),
+        (Entity::AgentTool, Op::Delete, None),
+        (Entity::AgentTool, Op::Upsert, None),
+        (Entity::Prompt, Op::Upsert, Some("classifier")),
+        (Entity::Prompt, Op::Upsert, Some("classifier")),
+        (Entity::Prompt, Op::Upsert, Some("classifier")),
+    ];
+    assert_eq!(move_at, expected.len(), "{changes:#?}");
+    expected.extend(got[move_at..move_at + 2].iter().copied());
+    expected.extend([
+        (Entity::Prompt, Op::Delete, Some("router")),
+        (Entity::AgentTool, Op::Delete, None),
+        (Entity::Tool, Op::Delete, None),
+        (Entity::Agent, Op::Delete, None),
+    ]);
+    assert_eq!(got, expected);
+    ensure!(changes.windows(2).all(|w| w[0].seq < w[1].seq));
+
+    // A move that fails (name and version taken) appends nothing.
+    let q1 = db
+        .prompts()
+        .create(ACTOR, &prompt("q", "1", "classifier"))
+        .await?;
+    let q2 = db
+        .prompts()
+        .create(ACTOR, &prompt("q", "2", "router"))
+        .await?;
+    let cursor = db.changes().current_cursor().await?;
+    expect_err!(
+        Conflict,
+        db.prompts()
+            .update(
+                ACTOR,
+                q2.id,
+                &PromptPatch {
+                    version: Some(q1.version.clone()),
+                    agent_type: Some("classifier".into()),
+                    ..Default::default()
+                }
+            )
+            .await
+    );
+    expect_err!(
+        NotFound,
+        db.prompts()
+            .update(
+                ACTOR,
+                q2.id + 1000,
+                &PromptPatch {
+                    agent_type: Some("classifier".into()),
+                    ..Default::default()
+                }
+            )
+            .await
+    );
+    assert_eq!(changes_after(&db, cursor).await?, vec![]);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Change notifications
+// ---------------------------------------------------------------------------------------
+
+/// On PostgreSQL a listener hears committed changes; writes that append no change send no
+/// notification. On SQLite there is no listener.
+///
+/// Channels are database-wide and other tests write concurrently (in other schemas), so the
+/// positive checks only show that *a* notification arrives. The negative check is isolated
+/// by holding the change-log advisory lock on a separate connection: while it is held no
+/// transaction anywhere in the database can append a change, so none can notify.
+async fn listen_changes_notifies(db: Database) -> anyhow::Result<()> {
+    let listener = db.listen_changes().await?;
+    if db.backend_kind() == BackendKind::Sqlite {
+        ensure!(listener.is_none(), "SQLite must not return a listener");
+        return Ok(());
+    }
+    let Some(mut listener) = listener else {
+        anyhow::bail!("PostgreSQL must return a listener");
+    };
+    let wait = StdDuration::from_secs(5);
+    let quiet = StdDuration::from_millis(200);
+
+    // One change.
+    let a = db.agents().create(ACTOR, &agent("a")).await?;
+    assert_eq!(
+        next_event(&mut listener, wait).await?,
+        Some(ChangeEvent::Changed),
+        "no notification after an agent create"
+    );
+
+    // One transaction with several changes (three detachments and the tool).
+    let b = db.agents().create(ACTOR, &agent("b")).await?;
+    let c = db.agents().create(ACTOR, &agent("c")).await?;
+    let t = db.tools().create(ACTOR, &tool("t")).await?;
+    for id in [a.id, b.id, c.id] {
+        attach(&db, id, t.id, None, true).await?;
+    }
+    drain(&mut listener, quiet, wait).await?;
+    let cursor = db.changes().current_cursor().await?;
+    db.tools().delete(ACTOR, t.id).await?;
+    assert_eq!(changes_after(&db, cursor).await?.len(), 4);
+    assert_eq!(
+        next_event(&mut listener, wait).await?,
+        Some(ChangeEvent::Changed),
+        "no notification after a tool delete"
+    );
+
+    // A write that appends no change sends nothing.
+    let lock = lock_change_log().await?;
+    let outcome = async {
+        // Notifications committed before the lock was taken may still be in flight.
+        let drained = drain(&mut listener, StdDuration::from_millis(250), wait).await?;
+        ensure!(
+            drained.is_some(),
+            "notifications kept arriving while the change-log lock was held"
+        );
+        let cursor = db.changes().current_cursor().await?;
+        // A write that appended a change would wait for the lock: bound it.
+        let created = tokio::time::timeout(
+            StdDuration::from_secs(3),
+            db.users().create(ACTOR, &user("u@x")),
+        )
+        .await;
+        ensure!(
+            created.is_ok(),
+            "users().create waited for the change-log lock: it appends a change"
+        );
+        let _user = created.map_err(anyhow::Error::from)??;
+        let heard = next_event(&mut listener, StdDuration::from_millis(300)).await?;
+        ensure!(
+            heard.is_none(),
+            "users().create sent a change notification: {heard:?}"
+        );
+        assert_eq!(db.changes().current_cursor().await?, cursor);
+        Ok(())
+    }
+    .await;
+    // Releases the lock (dropping the connection would too).
+    release_change_log(lock).await?;
+    outcome?;
+
+    // The listener still works afterwards.
+    db.agents().create(ACTOR, &agent("d")).await?;
+    assert_eq!(
+        next_event(&mut listener, wait).await?,
+        Some(ChangeEvent::Changed),
+        "no notification after the lock was released"
+    );
     Ok(())
 }

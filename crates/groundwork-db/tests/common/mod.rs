@@ -4,10 +4,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use groundwork_db::{
-    AgentStatus, AuditEntry, AuditFilter, Change, Database, DatabaseOptions, Entity, NewAgent,
-    NewDigest, NewPrompt, NewTool, NewUser, NewWorkflow, Op, Page,
+    AgentStatus, Attachment, AuditEntry, AuditFilter, Change, ChangeEvent, ChangeListener,
+    Database, DatabaseOptions, Entity, NewAgent, NewDigest, NewPrompt, NewTool, NewUser,
+    NewWorkflow, Op, Page,
 };
-use serde_json::json;
+use serde_json::{Value, json};
 use sqlx::Connection;
 
 /// The actor most tests write as.
@@ -216,4 +217,119 @@ pub(crate) fn shape(changes: &[Change]) -> Vec<(Entity, i64, Option<i64>, Op)> {
         .iter()
         .map(|c| (c.entity, c.entity_id, c.related_id, c.op))
         .collect()
+}
+
+/// An active agent named `name` of type `kind`.
+pub(crate) fn typed_agent(name: &str, kind: &str) -> NewAgent {
+    NewAgent {
+        kind: kind.to_owned(),
+        ..agent(name)
+    }
+}
+
+/// Attaches tool `tool_id` to agent `agent_id` with `config_override`, active or not.
+pub(crate) async fn attach(
+    db: &Database,
+    agent_id: i64,
+    tool_id: i64,
+    config_override: Option<Value>,
+    is_active: bool,
+) -> anyhow::Result<()> {
+    db.tools()
+        .attach(
+            ACTOR,
+            agent_id,
+            tool_id,
+            &Attachment {
+                config_override,
+                is_active,
+            },
+        )
+        .await?;
+    Ok(())
+}
+
+/// The value of `id` in a map keyed by agent id, or an error naming the missing id.
+pub(crate) fn entry<V>(map: &std::collections::HashMap<i64, V>, id: i64) -> anyhow::Result<&V> {
+    map.get(&id)
+        .ok_or_else(|| anyhow::anyhow!("agent {id} is missing from the map"))
+}
+
+/// One batch of changes read the way the server's caches read it, and the agents it affects.
+#[derive(Debug)]
+pub(crate) struct Affected {
+    /// The changes after the cursor.
+    pub(crate) changes: Vec<Change>,
+    /// `affected_agents(changes, true)`.
+    pub(crate) with_prompts: Vec<i64>,
+    /// `affected_agents(changes, false)`.
+    pub(crate) without_prompts: Vec<i64>,
+}
+
+/// Reads the changes after `*cursor` (`since(cursor, 1000)`), moves the cursor past them and
+/// asks which agents they affect, with and without prompts.
+pub(crate) async fn affected_since(db: &Database, cursor: &mut i64) -> anyhow::Result<Affected> {
+    let batch = db.changes().since(*cursor, 1000).await?;
+    anyhow::ensure!(!batch.has_more, "more than 1000 changes");
+    *cursor = batch.next_cursor;
+    let with_prompts = db.views().affected_agents(&batch.changes, true).await?;
+    let without_prompts = db.views().affected_agents(&batch.changes, false).await?;
+    Ok(Affected {
+        changes: batch.changes,
+        with_prompts,
+        without_prompts,
+    })
+}
+
+/// The advisory lock key `record_change!` takes on PostgreSQL before appending to the change
+/// log (`CHANGE_LOG_LOCK` in `src/changes.rs`, not exported): "gwchange" in ASCII.
+pub(crate) const CHANGE_LOG_LOCK: i64 = 0x6777_6368_616e_6765;
+
+/// A separate PostgreSQL connection holding the change-log advisory lock (session-level).
+/// Advisory locks are database-wide, so while it is held no transaction in any schema can
+/// append a change, hence none can send a change notification. Closing (or dropping) the
+/// connection releases the lock.
+pub(crate) async fn lock_change_log() -> anyhow::Result<sqlx::PgConnection> {
+    let url = std::env::var(POSTGRES_URL_VAR)?;
+    let mut conn = sqlx::PgConnection::connect(&url).await?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(CHANGE_LOG_LOCK)
+        .execute(&mut conn)
+        .await?;
+    Ok(conn)
+}
+
+/// Releases the lock taken by [`lock_change_log`] by closing its connection.
+pub(crate) async fn release_change_log(conn: sqlx::PgConnection) -> anyhow::Result<()> {
+    conn.close().await?;
+    Ok(())
+}
+
+/// The next listener event within `wait`, or `None` when there is none.
+pub(crate) async fn next_event(
+    listener: &mut ChangeListener,
+    wait: std::time::Duration,
+) -> anyhow::Result<Option<ChangeEvent>> {
+    match tokio::time::timeout(wait, listener.next()).await {
+        Ok(event) => Ok(Some(event?)),
+        Err(_elapsed) => Ok(None),
+    }
+}
+
+/// Reads events until none arrives for `quiet`; returns how many were read, or `None` when
+/// events kept coming for longer than `cap`.
+pub(crate) async fn drain(
+    listener: &mut ChangeListener,
+    quiet: std::time::Duration,
+    cap: std::time::Duration,
+) -> anyhow::Result<Option<usize>> {
+    let started = std::time::Instant::now();
+    let mut read = 0;
+    while next_event(listener, quiet).await?.is_some() {
+        read += 1;
+        if started.elapsed() > cap {
+            return Ok(None);
+        }
+    }
+    Ok(Some(read))
 }
