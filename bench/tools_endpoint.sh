@@ -69,6 +69,11 @@ WRK_VERSION=$(wrk -v 2>&1 | head -n1 | awk '{print $2}' || true)
 OHA_VERSION=$(oha --version 2>/dev/null | awk '{print $2}' || true)
 
 # --- build -----------------------------------------------------------------------------------
+# What is being built: the commit, and whether tracked files differed from it at build time.
+NPROC=$(nproc)
+COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+DIRTY=false
+[[ -z $(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null || true) ]] || DIRTY=true
 if [[ ${GROUNDWORK_BENCH_SKIP_BUILD:-0} != 1 ]]; then
     log "cargo build --release (may wait for the cargo build lock)"
     (cd "$ROOT" && cargo build --release)
@@ -91,10 +96,27 @@ WRK_OUT="$OUT_DIR/tools_$STAMP.wrk.txt"
 OHA_OUT="$OUT_DIR/tools_$STAMP.oha.json"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/groundwork-bench.XXXXXX")
 SERVER_PID=""
+CHILD_PID=""
+
+# Runs a command in the background and waits for it: bash runs a trap only once the
+# foreground command has finished, but interrupts `wait` at once, so a SIGINT/SIGTERM stops
+# the benchmark (and the server) right away instead of after the current 20 s run.
+run() {
+    "$@" &
+    CHILD_PID=$!
+    local rc=0
+    wait "$CHILD_PID" || rc=$?
+    CHILD_PID=""
+    return "$rc"
+}
 
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
+    if [[ -n $CHILD_PID ]] && kill -0 "$CHILD_PID" 2>/dev/null; then
+        kill -TERM "$CHILD_PID" 2>/dev/null || true
+        wait "$CHILD_PID" 2>/dev/null || true
+    fi
     if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
         kill -TERM "$SERVER_PID" 2>/dev/null || true
         for _ in $(seq 1 50); do # up to 5 s for the graceful shutdown
@@ -135,16 +157,20 @@ log "starting $SERVER_BIN on 127.0.0.1:$PORT, database $WORK/bench.db, log $SERV
 SERVER_PID=$!
 
 python3 - "$BASE/health" "$SERVER_PID" <<'PY' || { tail -n 30 "$SERVER_LOG" >&2; die "server did not become healthy"; }
-import os, sys, time, urllib.request
-url, pid = sys.argv[1], int(sys.argv[2])
+import sys, time, urllib.request
+url, pid = sys.argv[1], sys.argv[2]
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # ignore *_proxy
 deadline = time.monotonic() + 60
 while time.monotonic() < deadline:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    try:  # an exited server stays a zombie until bash reaps it: look at its state
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        state = "gone"
+    if state in ("Z", "X", "gone"):
         sys.exit("server exited during start-up")
     try:
-        with urllib.request.urlopen(url, timeout=1) as r:
+        with opener.open(url, timeout=1) as r:
             if r.status == 200:
                 sys.exit(0)
     except OSError:
@@ -156,18 +182,19 @@ log "server healthy"
 
 # --- seed --------------------------------------------------------------------------------------
 log "seeding $TOOLS tools, $AGENTS agents, $PER_AGENT tools per agent"
-SEED_JSON=$(python3 "$BENCH_DIR/seed.py" --base-url "$BASE" --tools "$TOOLS" --agents "$AGENTS" \
-    --per-agent "$PER_AGENT" --workers 8) || die "seeding failed"
+run python3 "$BENCH_DIR/seed.py" --base-url "$BASE" --tools "$TOOLS" --agents "$AGENTS" \
+    --per-agent "$PER_AGENT" --workers 8 >"$WORK/seed.json" || die "seeding failed"
+SEED_JSON=$(cat "$WORK/seed.json")
 
 # --- closed loop: wrk ------------------------------------------------------------------------
 URL="$BASE/api/v1/agents/1/tools" # the path is replaced per request by random_agent.lua
 export GROUNDWORK_BENCH_AGENTS=$AGENTS
 log "wrk warm-up: ${WARMUP}s, $THREADS threads, $CONNECTIONS connections (discarded)"
-wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" -s "$BENCH_DIR/random_agent.lua" "$URL" >/dev/null \
-    || die "wrk warm-up failed"
+run wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" -s "$BENCH_DIR/random_agent.lua" "$URL" \
+    >/dev/null || die "wrk warm-up failed"
 log "wrk: ${DURATION}s, $THREADS threads, $CONNECTIONS connections"
-wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$BENCH_DIR/random_agent.lua" "$URL" \
-    >"$WRK_OUT" || die "wrk failed (output in $WRK_OUT)"
+run wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$BENCH_DIR/random_agent.lua" \
+    "$URL" >"$WRK_OUT" || die "wrk failed (output in $WRK_OUT)"
 sed '/^GWBENCH_JSON /d' "$WRK_OUT" >&2
 WRK_JSON=$(sed -n 's/^GWBENCH_JSON //p' "$WRK_OUT")
 [[ -n $WRK_JSON ]] || die "no GWBENCH_JSON line in the wrk output ($WRK_OUT)"
@@ -179,20 +206,16 @@ log "oha: ${RATE} requests/s for ${DURATION}s, $CONNECTIONS connections, latency
 # --urls-from-file picks one of the 1,000 URLs uniformly at random per request;
 # --latency-correction measures from each request's scheduled send time (no coordinated
 # omission): if the server falls behind the rate, the queueing shows in the latency.
-oha --no-tui --output-format json -o "$OHA_OUT" \
+run oha --no-tui --output-format json -o "$OHA_OUT" \
     -q "$RATE" -z "${DURATION}s" -c "$CONNECTIONS" --latency-correction \
     --urls-from-file "$URLS_FILE" || die "oha failed"
 
 # --- summary -----------------------------------------------------------------------------------
-NPROC=$(nproc)
-COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-DIRTY=false
-[[ -z $(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null || true) ]] || DIRTY=true
-
 export SEED_JSON WRK_JSON OHA_OUT RESULT_JSON WRK_OUT SERVER_LOG STAMP DURATION WARMUP RATE \
-    CONNECTIONS THREADS NPROC COMMIT DIRTY WRK_VERSION OHA_VERSION AGENTS
-python3 - <<'PY'
-import json, os, sys
+    CONNECTIONS THREADS NPROC COMMIT DIRTY WRK_VERSION OHA_VERSION AGENTS SERVER_BIN
+SUMMARY_RC=0
+python3 - <<'PY' || SUMMARY_RC=$?
+import datetime, json, os, sys
 
 e = os.environ
 seed = json.loads(e["SEED_JSON"])
@@ -218,6 +241,9 @@ result = {
     "timestamp": e["STAMP"],
     "git_commit": e["COMMIT"],
     "git_dirty": e["DIRTY"] == "true",
+    "server_bin": e["SERVER_BIN"],
+    "server_bin_mtime": datetime.datetime.fromtimestamp(
+        os.path.getmtime(e["SERVER_BIN"]), datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     "nproc": int(e["NPROC"]),
     "tools": {"wrk": e["WRK_VERSION"], "oha": e["OHA_VERSION"]},
     "seed": seed,
@@ -248,6 +274,7 @@ c, o = result["closed_loop"], result["open_loop"]
 print(f"""
 ==================== groundwork: GET /api/v1/agents/{{id}}/tools ====================
 commit {result['git_commit']}{' (dirty tree)' if result['git_dirty'] else ''}, nproc {result['nproc']}, wrk {e['WRK_VERSION']}, oha {e['OHA_VERSION']}
+server {result['server_bin']} (built {result['server_bin_mtime']})
 closed loop (wrk, {c['threads']} threads, {c['connections']} conns, {c['duration_s']:.0f} s):
   {c['rps']:.0f} requests/s   p50 {c['latency_ms']['p50']:.2f} ms   p99 {c['latency_ms']['p99']:.2f} ms   non-2xx {c['non_2xx']}   socket errors {socket_errors}
 open loop (oha, {rate} requests/s, {o['connections']} conns, {o['duration_s']} s, latency corrected):
@@ -274,7 +301,10 @@ if failures:
     sys.exit(1)
 PY
 
-if grep -Eq ' (WARN|ERROR) ' "$SERVER_LOG"; then
-    echo "note: the server log has warnings or errors:" >&2
-    grep -E ' (WARN|ERROR) ' "$SERVER_LOG" | head -n 20 >&2
+# The server colours its text log; strip the escape codes before looking for levels.
+LOG_ISSUES=$(sed 's/\x1b\[[0-9;]*m//g' "$SERVER_LOG" | grep -E '^[^ ]+ +(WARN|ERROR) ' || true)
+if [[ -n $LOG_ISSUES ]]; then
+    echo "note: the server log has $(wc -l <<<"$LOG_ISSUES") WARN/ERROR lines, the first ones:" >&2
+    head -n 20 <<<"$LOG_ISSUES" >&2
 fi
+exit "$SUMMARY_RC"
