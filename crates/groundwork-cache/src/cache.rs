@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use futures_util::FutureExt;
+use futures_util::future::Either;
 use futures_util::future::{BoxFuture, Shared};
 use groundwork_core::clock::Clock;
 use quick_cache::sync::Cache;
@@ -29,6 +30,9 @@ use crate::builder::{CacheBuilder, Weigher};
 use crate::error::CacheError;
 use crate::source::{ChangeSet, DynSource, Snapshot, SourceError};
 use crate::stats::{CacheStats, Counters};
+
+/// How often the background task publishes the time for hits (see `Inner::tick`).
+const TICK: Duration = Duration::from_millis(10);
 
 /// Entries per locked step when applying a refresh: readers never wait on a refresh (hits do
 /// not take `coord`), and misses wait at most one step.
@@ -159,6 +163,9 @@ pub(crate) struct Inner<K, V> {
     verified_at: AtomicU64,
     /// Start (ns + 1) of the last successful refresh of any kind; 0 = never.
     last_refresh: AtomicU64,
+    /// The clock's coarse time (ns + 1), published every [`TICK`] by the background task so
+    /// that a hit reads an atomic instead of calling the clock; 0 = no ticker running.
+    tick: AtomicU64,
     /// Until when (ns + 1) the source counts as failing; 0 = healthy.
     failing_until: AtomicU64,
     consecutive_failures: AtomicU32,
@@ -299,6 +306,7 @@ where
                 counters,
                 verified_at: AtomicU64::new(0),
                 last_refresh: AtomicU64::new(0),
+                tick: AtomicU64::new(0),
                 failing_until: AtomicU64::new(0),
                 consecutive_failures: AtomicU32::new(0),
                 filled: AtomicBool::new(false),
@@ -326,44 +334,86 @@ where
     ///   others.
     /// - If the source fails, a value past its TTL but within `max_staleness` is served.
     ///
-    /// Needs a Tokio runtime (loads run as tasks).
+    /// Needs a Tokio runtime (loads run as tasks) when the returned future is polled.
     ///
     /// # Errors
     /// [`CacheError`] when the source fails (or times out) and nothing servable is cached.
     #[inline]
-    pub async fn get(&self, key: &K) -> Result<Option<Arc<V>>, CacheError> {
-        let inner = &*self.inner;
-        let cached = inner.map.get(key);
-        if let Some(slot) = &cached {
-            let now = inner.now();
-            match inner.freshness(slot, now) {
-                Freshness::Fresh => {
-                    inner.counters.hits.incr();
-                    return Ok(slot.value.clone());
-                }
-                Freshness::RefreshDue => {
-                    inner.counters.hits.incr();
-                    if !inner.source_failing(now) {
-                        drop(self.flight(key));
-                    }
-                    return Ok(slot.value.clone());
-                }
-                Freshness::Expired { servable: true } if inner.source_failing(now) => {
-                    inner.counters.stale_hits.incr();
-                    return Ok(slot.value.clone());
-                }
-                Freshness::Expired { servable: true } if inner.recently_failed() => {
-                    // The backoff has passed but the source has not answered since it failed:
-                    // serve at once and retry in the background, so readers never wait on a
-                    // source that is probably still down.
-                    inner.counters.stale_hits.incr();
-                    drop(self.flight(key));
-                    return Ok(slot.value.clone());
-                }
-                Freshness::Expired { .. } => {}
-            }
+    pub fn get<'a>(
+        &'a self,
+        key: &'a K,
+    ) -> impl Future<Output = Result<Option<Arc<V>>, CacheError>> + Send + 'a {
+        // A fresh hit is answered here, before any future exists: the returned future is
+        // already resolved, so a hit costs the lookup and nothing of an async state machine.
+        // Everything else (refresh-ahead, stale serving, loads) runs when the future is
+        // polled, inside the runtime.
+        match self.lookup(key) {
+            Ok(value) => Either::Left(std::future::ready(Ok(value))),
+            Err(slot) => Either::Right(Box::pin(self.get_slower(key, slot))),
         }
-        self.get_slow(key, cached).await
+    }
+
+    /// The synchronous part of [`RefreshingCache::get`]: `Ok` for a fresh hit (or a stale
+    /// one while the source is in backoff), `Err` with whatever is cached otherwise.
+    #[inline]
+    fn lookup(&self, key: &K) -> Result<Option<Arc<V>>, Option<Slot<V>>> {
+        let inner = &*self.inner;
+        // The slot is owned here: its `Arc` is handed out by move (one reference-count
+        // increment per hit, the one `quick_cache::get` makes).
+        let slot = inner.map.get(key).ok_or(None)?;
+        // Published time when a ticker runs, the coarse clock otherwise: a freshness check
+        // needs milliseconds at best, and even a clock call is a third of a hit.
+        let now = inner.hot_now();
+        match inner.freshness(&slot, now) {
+            Freshness::Fresh => {
+                inner.counters.hits.incr();
+                Ok(slot.value)
+            }
+            Freshness::Expired { servable: true } if inner.source_failing(now) => {
+                inner.counters.stale_hits.incr();
+                Ok(slot.value)
+            }
+            _ => Err(Some(slot)),
+        }
+    }
+
+    /// The polled part of [`RefreshingCache::get`].
+    async fn get_slower(
+        &self,
+        key: &K,
+        cached: Option<Slot<V>>,
+    ) -> Result<Option<Arc<V>>, CacheError> {
+        let inner = &*self.inner;
+        let Some(slot) = cached else {
+            return self.get_slow(key, None).await;
+        };
+        let now = inner.now_coarse();
+        match inner.freshness(&slot, now) {
+            Freshness::Fresh => {
+                inner.counters.hits.incr();
+                Ok(slot.value)
+            }
+            Freshness::RefreshDue => {
+                inner.counters.hits.incr();
+                if !inner.source_failing(now) {
+                    drop(self.flight(key));
+                }
+                Ok(slot.value)
+            }
+            Freshness::Expired { servable: true } if inner.source_failing(now) => {
+                inner.counters.stale_hits.incr();
+                Ok(slot.value)
+            }
+            Freshness::Expired { servable: true } if inner.recently_failed() => {
+                // The backoff has passed but the source has not answered since it failed:
+                // serve at once and retry in the background, so readers never wait on a
+                // source that is probably still down.
+                inner.counters.stale_hits.incr();
+                drop(self.flight(key));
+                Ok(slot.value)
+            }
+            Freshness::Expired { .. } => self.get_slow(key, Some(slot)).await,
+        }
     }
 
     #[cold]
@@ -569,6 +619,7 @@ where
     pub async fn start(&self) -> Result<(), CacheError> {
         // Fill first, so that the task's first wait already knows whether to back off.
         let filled = self.refresh_shared().await;
+        self.spawn_ticker();
         self.spawn_refresh_task();
         filled
     }
@@ -658,6 +709,36 @@ where
         future
     }
 
+    /// Publishes the clock's coarse time every [`TICK`] for hits to read (see
+    /// `Inner::tick`), if the clock allows it; once per cache.
+    fn spawn_ticker(&self) {
+        if !self.inner.clock.cacheable() || self.inner.tick.load(Ordering::Relaxed) != 0 {
+            return;
+        }
+        self.inner
+            .tick
+            .store(self.inner.now_coarse().saturating_add(1), Ordering::Relaxed);
+        let weak: Weak<Inner<K, V>> = Arc::downgrade(&self.inner);
+        let shutdown = self.inner.shutdown.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(TICK);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = ticks.tick() => {}
+                }
+                let Some(inner) = weak.upgrade() else { return };
+                inner
+                    .tick
+                    .store(inner.now_coarse().saturating_add(1), Ordering::Relaxed);
+            }
+            if let Some(inner) = weak.upgrade() {
+                inner.tick.store(0, Ordering::Relaxed);
+            }
+        });
+    }
+
     fn spawn_refresh_task(&self) {
         let Some(interval) = self.inner.settings.refresh_interval else {
             return;
@@ -670,6 +751,7 @@ where
         }
         let weak: Weak<Inner<K, V>> = Arc::downgrade(&self.inner);
         let shutdown = self.inner.shutdown.clone();
+
         *task = Some(tokio::spawn(async move {
             loop {
                 let delay = match weak.upgrade() {
@@ -723,9 +805,25 @@ where
     K: Clone + Eq + Hash + Send + Sync + 'static,
     V: PartialEq + Send + Sync + 'static,
 {
-    #[inline]
     fn now(&self) -> u64 {
         u64::try_from(self.clock.now().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The time for hot-path checks: the ticker's (at most [`TICK`] old) or the coarse clock.
+    #[inline]
+    fn hot_now(&self) -> u64 {
+        match self.tick.load(Ordering::Relaxed) {
+            0 => self.now_coarse(),
+            published => published - 1,
+        }
+    }
+
+    #[inline]
+    fn now_coarse(&self) -> u64 {
+        let now = self.clock.now_coarse();
+        now.as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(now.subsec_nanos()))
     }
 
     fn lock_coord(&self) -> MutexGuard<'_, Coord<K, V>> {
