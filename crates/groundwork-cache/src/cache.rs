@@ -1120,20 +1120,16 @@ where
     }
 
     /// Applies a full read: update the entries held, drop those the source no longer has,
-    /// and on a `fill` (the cache was empty) insert everything that fits. Returns
-    /// `false` if the cache was invalidated entirely meanwhile (nothing more applied).
+    /// and on a `fill` (the cache was empty) insert everything that fits. Returns `false` if
+    /// the cache was invalidated entirely meanwhile (nothing more applied).
     fn apply_snapshot(&self, snapshot: Snapshot<K, V>, started: u64, fill: bool) -> bool {
         let mut seen: HashSet<K> = HashSet::new();
-        let mut entries = snapshot.entries.into_iter().peekable();
-        while entries.peek().is_some() {
-            let mut coord = self.lock_coord();
-            if coord.watch.as_ref().is_some_and(|w| w.all) {
-                return false;
-            }
-            for (key, value) in entries.by_ref().take(APPLY_CHUNK) {
-                seen.insert(key.clone());
-                self.apply_one(&mut coord, key, Some(value), started, fill);
-            }
+        let entries = snapshot.entries.into_iter().map(|(key, value)| {
+            seen.insert(key.clone());
+            (key, Some(value))
+        });
+        if !self.apply_all(entries, started, fill) {
+            return false;
         }
         // Entries the source no longer has (also on a fill: keys loaded one by one before it
         // started may have been deleted since).
@@ -1145,16 +1141,7 @@ where
             })
             .map(|(key, _)| key)
             .collect();
-        for chunk in gone.chunks(APPLY_CHUNK) {
-            let mut coord = self.lock_coord();
-            if coord.watch.as_ref().is_some_and(|w| w.all) {
-                return false;
-            }
-            for key in chunk {
-                self.apply_one(&mut coord, key.clone(), None, started, false);
-            }
-        }
-        true
+        self.apply_all(gone.into_iter().map(|key| (key, None)), started, false)
     }
 
     /// Applies a change batch; `false` if the cache was invalidated entirely meanwhile.
@@ -1162,23 +1149,27 @@ where
         let ChangeSet {
             upserts, deletions, ..
         } = changes;
-        let mut upserts = upserts.into_iter().peekable();
-        while upserts.peek().is_some() {
+        let upserts = upserts.into_iter().map(|(key, value)| (key, Some(value)));
+        let deletions = deletions.into_iter().map(|key| (key, None));
+        self.apply_all(upserts.chain(deletions), started, false)
+    }
+
+    /// Applies refreshed values (`None`: the key is gone) in steps of [`APPLY_CHUNK`], each
+    /// under the coord lock; `false` as soon as the cache turns out invalidated entirely.
+    fn apply_all(
+        &self,
+        items: impl Iterator<Item = (K, Option<V>)>,
+        started: u64,
+        fill: bool,
+    ) -> bool {
+        let mut items = items.peekable();
+        while items.peek().is_some() {
             let mut coord = self.lock_coord();
             if coord.watch.as_ref().is_some_and(|w| w.all) {
                 return false;
             }
-            for (key, value) in upserts.by_ref().take(APPLY_CHUNK) {
-                self.apply_one(&mut coord, key, Some(value), started, false);
-            }
-        }
-        for chunk in deletions.chunks(APPLY_CHUNK) {
-            let mut coord = self.lock_coord();
-            if coord.watch.as_ref().is_some_and(|w| w.all) {
-                return false;
-            }
-            for key in chunk {
-                self.apply_one(&mut coord, key.clone(), None, started, false);
+            for (key, value) in items.by_ref().take(APPLY_CHUNK) {
+                self.apply_one(&mut coord, key, value, started, fill);
             }
         }
         true
