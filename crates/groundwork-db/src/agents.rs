@@ -169,11 +169,13 @@ pub(crate) fn empty_object() -> Value {
     Value::Object(serde_json::Map::new())
 }
 
+/// The columns of [`Agent`], in its field order (shared with `views`).
 macro_rules! agent_columns {
     () => {
         "id, name, type, description, config, status, created_at, updated_at"
     };
 }
+pub(crate) use agent_columns;
 
 /// Agent repository. Reached through [`Database::agents`].
 #[derive(Debug, Clone, Copy)]

@@ -121,11 +121,13 @@ fn yes() -> bool {
     true
 }
 
+/// The columns of [`Prompt`], in its field order (shared with `views`).
 macro_rules! prompt_columns {
     () => {
         "id, name, version, content, agent_type, metadata, is_active, created_at, updated_at"
     };
 }
+pub(crate) use prompt_columns;
 
 /// Prompt repository. Reached through [`Database::prompts`].
 #[derive(Debug, Clone, Copy)]

@@ -429,12 +429,13 @@ impl<'a> Tools<'a> {
     }
 
     /// Deletes the tool with `id`, detaching it from every agent first (each detachment is
-    /// recorded as its own change, so readers keyed by agent see it).
+    /// recorded as its own change, so readers keyed by agent see it). Returns the agents it
+    /// was detached from, read in the same transaction.
     ///
     /// # Errors
     /// [`DbError::NotFound`] if there is none.
-    pub async fn delete(&self, actor: &str, id: i64) -> Result<()> {
-        in_tx!(self.db, |tx, pg| {
+    pub async fn delete(&self, actor: &str, id: i64) -> Result<Vec<i64>> {
+        let detached = in_tx!(self.db, |tx, pg| {
             let agents: Vec<i64> =
                 sqlx::query_scalar("DELETE FROM agent_tools WHERE tool_id = $1 RETURNING agent_id")
                     .bind(id)
@@ -460,8 +461,9 @@ impl<'a> Tools<'a> {
                     details: json!({ "name": name, "detached_from": agents }),
                 }
             );
+            agents
         });
-        Ok(())
+        Ok(detached)
     }
 
     /// Attaches tool `tool_id` to agent `agent_id`, or updates the attachment. Returns the
@@ -607,29 +609,12 @@ impl<'a> Tools<'a> {
     /// # Errors
     /// [`DbError::NotFound`] when the agent does not exist.
     pub async fn active_for_agent(&self, agent_id: i64) -> Result<Vec<AttachedTool>> {
-        let (exists, rows) = on_pool!(self.db, |pool| {
-            let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM agents WHERE id = $1")
-                .bind(agent_id)
-                .fetch_optional(pool)
-                .await?;
-            let rows = sqlx::query_as::<_, AttachedRow>(
-                "SELECT t.id, t.name, t.type, t.description, t.config, x.config_override, \
-                 x.created_at AS attached_at, t.updated_at AS tool_updated_at, \
-                 x.updated_at AS attachment_updated_at \
-                 FROM agent_tools x JOIN tools t ON t.id = x.tool_id \
-                 WHERE x.agent_id = $1 AND x.is_active = TRUE AND t.is_active = TRUE",
-            )
-            .bind(agent_id)
-            .fetch_all(pool)
-            .await?;
-            Ok::<_, sqlx::Error>((exists, rows))
-        })?;
-        exists.ok_or_else(|| DbError::not_found("agent", agent_id))?;
-        let mut tools: Vec<AttachedTool> = rows.into_iter().map(AttachedTool::from).collect();
-        // By name in byte order, here rather than in SQL: PostgreSQL's ORDER BY follows the
-        // server's collation, which would make the order differ between engines.
-        tools.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(tools)
+        self.db
+            .views()
+            .tools_of(&[agent_id])
+            .await?
+            .remove(&agent_id)
+            .ok_or_else(|| DbError::not_found("agent", agent_id))
     }
 }
 

@@ -10,9 +10,11 @@ use std::collections::{BTreeSet, HashMap};
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
 
+use crate::agents::agent_columns;
 use crate::changes::{Change, Entity};
 use crate::database::on_pool;
 use crate::error::Result;
+use crate::prompts::prompt_columns;
 use crate::tools::{AttachedRow, AttachedTool};
 use crate::{Agent, BackendKind, Database, Prompt};
 
@@ -42,18 +44,6 @@ macro_rules! attached_select {
          x.updated_at AS attachment_updated_at \
          FROM agent_tools x JOIN tools t ON t.id = x.tool_id \
          WHERE x.is_active = TRUE AND t.is_active = TRUE"
-    };
-}
-
-macro_rules! agent_columns {
-    () => {
-        "id, name, type, description, config, status, created_at, updated_at"
-    };
-}
-
-macro_rules! prompt_columns {
-    () => {
-        "id, name, version, content, agent_type, metadata, is_active, created_at, updated_at"
     };
 }
 

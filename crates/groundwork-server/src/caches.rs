@@ -36,7 +36,7 @@ impl<T> PartialEq for Rendered<T> {
 }
 
 impl<T: Serialize> Rendered<T> {
-    fn new(value: T) -> Result<Self, SourceError> {
+    fn new(value: T) -> Result<Self, LoadError> {
         let json = Bytes::from(serde_json::to_vec(&value)?);
         Ok(Self { value, json })
     }
@@ -50,7 +50,7 @@ pub type RuntimeDoc = Rendered<AgentRuntime>;
 /// Why a cache source could not produce a value.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum SourceError {
+pub enum LoadError {
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -260,7 +260,7 @@ struct AgentToolsSource {
     db: Database,
 }
 
-fn tools_doc(tools: Vec<AttachedTool>) -> Result<ToolsDoc, SourceError> {
+fn tools_doc(tools: Vec<AttachedTool>) -> Result<ToolsDoc, LoadError> {
     let total = i64::try_from(tools.len()).unwrap_or(i64::MAX);
     Rendered::new(Listing {
         items: tools,
@@ -269,21 +269,21 @@ fn tools_doc(tools: Vec<AttachedTool>) -> Result<ToolsDoc, SourceError> {
 }
 
 impl Source<i64, ToolsDoc> for AgentToolsSource {
-    type Error = SourceError;
+    type Error = LoadError;
 
-    async fn load(&self, id: &i64) -> Result<Option<ToolsDoc>, SourceError> {
+    async fn load(&self, id: &i64) -> Result<Option<ToolsDoc>, LoadError> {
         let mut tools = self.db.views().tools_of(&[*id]).await?;
         tools.remove(id).map(tools_doc).transpose()
     }
 
-    async fn load_many(&self, ids: &[i64]) -> Result<Vec<(i64, Option<ToolsDoc>)>, SourceError> {
+    async fn load_many(&self, ids: &[i64]) -> Result<Vec<(i64, Option<ToolsDoc>)>, LoadError> {
         let mut tools = self.db.views().tools_of(ids).await?;
         ids.iter()
             .map(|id| Ok((*id, tools.remove(id).map(tools_doc).transpose()?)))
             .collect()
     }
 
-    async fn load_all(&self) -> Result<Snapshot<i64, ToolsDoc>, SourceError> {
+    async fn load_all(&self) -> Result<Snapshot<i64, ToolsDoc>, LoadError> {
         // The cursor first: a change committed during the read is applied again later.
         let cursor = self.db.changes().current_cursor().await?;
         let entries = self
@@ -293,7 +293,7 @@ impl Source<i64, ToolsDoc> for AgentToolsSource {
             .await?
             .into_iter()
             .map(|(id, tools)| Ok((id, tools_doc(tools)?)))
-            .collect::<Result<_, SourceError>>()?;
+            .collect::<Result<_, LoadError>>()?;
         Ok(Snapshot {
             entries,
             cursor: u64::try_from(cursor).ok(),
@@ -303,7 +303,7 @@ impl Source<i64, ToolsDoc> for AgentToolsSource {
     async fn changes_since(
         &self,
         cursor: u64,
-    ) -> Result<Option<ChangeSet<i64, ToolsDoc>>, SourceError> {
+    ) -> Result<Option<ChangeSet<i64, ToolsDoc>>, LoadError> {
         let Some((ids, cursor, more)) = changed_agents(&self.db, cursor, false).await? else {
             return Ok(None);
         };
@@ -318,21 +318,21 @@ struct AgentRuntimeSource {
 }
 
 impl Source<i64, RuntimeDoc> for AgentRuntimeSource {
-    type Error = SourceError;
+    type Error = LoadError;
 
-    async fn load(&self, id: &i64) -> Result<Option<RuntimeDoc>, SourceError> {
+    async fn load(&self, id: &i64) -> Result<Option<RuntimeDoc>, LoadError> {
         let mut runtimes = self.db.views().runtimes_of(&[*id]).await?;
         runtimes.remove(id).map(Rendered::new).transpose()
     }
 
-    async fn load_many(&self, ids: &[i64]) -> Result<Vec<(i64, Option<RuntimeDoc>)>, SourceError> {
+    async fn load_many(&self, ids: &[i64]) -> Result<Vec<(i64, Option<RuntimeDoc>)>, LoadError> {
         let mut runtimes = self.db.views().runtimes_of(ids).await?;
         ids.iter()
             .map(|id| Ok((*id, runtimes.remove(id).map(Rendered::new).transpose()?)))
             .collect()
     }
 
-    async fn load_all(&self) -> Result<Snapshot<i64, RuntimeDoc>, SourceError> {
+    async fn load_all(&self) -> Result<Snapshot<i64, RuntimeDoc>, LoadError> {
         let cursor = self.db.changes().current_cursor().await?;
         let entries = self
             .db
@@ -341,7 +341,7 @@ impl Source<i64, RuntimeDoc> for AgentRuntimeSource {
             .await?
             .into_iter()
             .map(|(id, runtime)| Ok((id, Rendered::new(runtime)?)))
-            .collect::<Result<_, SourceError>>()?;
+            .collect::<Result<_, LoadError>>()?;
         Ok(Snapshot {
             entries,
             cursor: u64::try_from(cursor).ok(),
@@ -351,7 +351,7 @@ impl Source<i64, RuntimeDoc> for AgentRuntimeSource {
     async fn changes_since(
         &self,
         cursor: u64,
-    ) -> Result<Option<ChangeSet<i64, RuntimeDoc>>, SourceError> {
+    ) -> Result<Option<ChangeSet<i64, RuntimeDoc>>, LoadError> {
         let Some((ids, cursor, more)) = changed_agents(&self.db, cursor, true).await? else {
             return Ok(None);
         };
@@ -366,7 +366,7 @@ async fn changed_agents(
     db: &Database,
     cursor: u64,
     with_prompts: bool,
-) -> Result<Option<(Vec<i64>, u64, bool)>, SourceError> {
+) -> Result<Option<(Vec<i64>, u64, bool)>, LoadError> {
     let Ok(cursor) = i64::try_from(cursor) else {
         return Ok(None);
     };

@@ -117,10 +117,8 @@ pub async fn delete(
     Extension(actor): Extension<Actor>,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
-    // Read before the delete: the attachments go with the tool.
-    let agents = state.db.views().agents_using_tools(&[id]).await?;
-    state.db.tools().delete(actor.name(), id).await?;
-    state.caches.tool_changed(&agents);
+    let detached = state.db.tools().delete(actor.name(), id).await?;
+    state.caches.tool_changed(&detached);
     Ok(StatusCode::NO_CONTENT)
 }
 
