@@ -57,7 +57,7 @@ mod source;
 mod stats;
 
 pub use builder::{CacheBuilder, Weigher};
-pub use cache::{RefreshingCache, backoff_delay};
+pub use cache::{Get, RefreshingCache, backoff_delay};
 pub use error::CacheError;
 pub use memoize::{Memoized, memoize};
 pub use source::{ChangeSet, Snapshot, Source, SourceError};

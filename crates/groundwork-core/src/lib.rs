@@ -80,3 +80,26 @@ pub trait Classify {
     /// The kind of this error.
     fn kind(&self) -> ErrorKind;
 }
+
+/// `err` and its sources, joined with `: ` (for logs and health reports, where the cause
+/// matters as much as the summary).
+///
+/// ```
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("cannot load tools")]
+/// struct Load(#[source] std::io::Error);
+///
+/// let err = Load(std::io::Error::other("connection refused"));
+/// assert_eq!(groundwork_core::error_chain(&err), "cannot load tools: connection refused");
+/// ```
+#[must_use]
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

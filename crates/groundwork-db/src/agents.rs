@@ -327,7 +327,7 @@ impl<'a> Agents<'a> {
                 }
             );
             agent
-        });
+        })?;
         Ok(agent)
     }
 
@@ -387,7 +387,7 @@ impl<'a> Agents<'a> {
                 }
             );
             agent
-        });
+        })?;
         Ok(agent)
     }
 
@@ -414,7 +414,7 @@ impl<'a> Agents<'a> {
                     details: json!({ "name": name }),
                 }
             );
-        });
+        })?;
         Ok(())
     }
 }

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -12,6 +13,7 @@ use sqlx::sqlite::{
 };
 
 use crate::error::{DbError, Result};
+use crate::supervisor::{Supervisor, SupervisorSettings};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -56,6 +58,7 @@ pub struct DatabaseOptions {
     acquire_timeout: Duration,
     busy_timeout: Duration,
     search_path: Option<String>,
+    supervisor: SupervisorSettings,
 }
 
 impl DatabaseOptions {
@@ -69,6 +72,7 @@ impl DatabaseOptions {
             acquire_timeout: Duration::from_secs(5),
             busy_timeout: Duration::from_secs(5),
             search_path: None,
+            supervisor: SupervisorSettings::default(),
         }
     }
 
@@ -100,6 +104,45 @@ impl DatabaseOptions {
     /// SQLite only: how long a writer waits for another writer's lock. Default: 5 s.
     pub fn busy_timeout(mut self, timeout: Duration) -> Self {
         self.busy_timeout = timeout;
+        self
+    }
+
+    /// The client-side deadline of every operation (a query, or a transaction from `BEGIN`
+    /// to `COMMIT`), so that nothing waits forever on a black-holed connection.
+    /// Default: 30 s (the seeds' `command_timeout`).
+    pub fn query_timeout(mut self, timeout: Duration) -> Self {
+        self.supervisor.query_timeout = timeout;
+        self
+    }
+
+    /// How often the supervisor checks the database while it answers, and while it does
+    /// not. Defaults: 30 s and 1 s.
+    pub fn health_intervals(mut self, healthy: Duration, unhealthy: Duration) -> Self {
+        self.supervisor.healthy_interval = healthy;
+        self.supervisor.unhealthy_interval = unhealthy;
+        self
+    }
+
+    /// How long a health check (`SELECT 1`) may take before it counts as failed.
+    /// Default: 1 s.
+    pub fn health_timeout(mut self, timeout: Duration) -> Self {
+        self.supervisor.health_timeout = timeout;
+        self
+    }
+
+    /// The circuit breaker around the pool: failed operations in a row that open it, and how
+    /// long it stays open before letting one probe through. Defaults: 3 and 500 ms.
+    pub fn breaker(mut self, failures_to_open: u32, open_for: Duration) -> Self {
+        self.supervisor.failures_to_open = failures_to_open;
+        self.supervisor.open_for = open_for;
+        self
+    }
+
+    /// Apply the migrations as soon as the database first answers (the server does this, so
+    /// that it can start while the database is down); [`Database::is_ready`] stays false
+    /// until they are applied. Default: off (call [`Database::migrate`]).
+    pub fn migrate_on_connect(mut self, migrate: bool) -> Self {
+        self.supervisor.migrate_on_connect = migrate;
         self
     }
 
@@ -136,32 +179,45 @@ pub(crate) enum Backend {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Database {
-    backend: Backend,
+    pub(crate) backend: Backend,
+    pub(crate) sup: Arc<Supervisor>,
 }
 
 impl Database {
-    /// Opens a pool for `options.url()`.
+    /// Opens a pool for `options.url()` and starts its supervisor (see the
+    /// [`crate::supervisor`] module): a background health check, a circuit breaker around the
+    /// pool and a deadline on every operation. Needs a Tokio runtime.
     ///
     /// SQLite files (and their directory) are created when missing and opened in WAL mode with
-    /// foreign keys on, `synchronous = NORMAL` and a busy timeout. PostgreSQL pools connect
-    /// eagerly (`min_connections` at start).
+    /// foreign keys on, `synchronous = NORMAL` and a busy timeout. PostgreSQL pools are
+    /// created lazily: this succeeds while the server is down, operations fail fast with
+    /// [`DbError::CircuitOpen`] until it answers, and [`Database::wait_ready`] waits for it.
     ///
     /// # Errors
-    /// [`DbError::Config`] for an unusable URL, [`DbError::Unavailable`] when the database
-    /// cannot be reached.
+    /// [`DbError::Config`] for an unusable URL, [`DbError::Unavailable`] when a SQLite file
+    /// cannot be opened.
     pub async fn connect(options: DatabaseOptions) -> Result<Self> {
         let url = options.url.as_str();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite(connect_sqlite(&options).await?)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Backend::Postgres(connect_postgres(&options).await?)
+            Backend::Postgres(connect_postgres(&options)?)
         } else {
             return Err(DbError::Config(format!(
                 "unsupported database URL {:?}: use sqlite://PATH, sqlite::memory: or postgres://…",
                 redact_password(url)
             )));
         };
-        Ok(Self { backend })
+        let name = match backend {
+            Backend::Sqlite(_) => "database:sqlite",
+            Backend::Postgres(_) => "database:postgres",
+        };
+        let db = Self {
+            backend,
+            sup: Arc::new(Supervisor::new(options.supervisor.clone(), name)),
+        };
+        db.spawn_supervisor();
+        Ok(db)
     }
 
     /// Applies the pending migrations of this backend (idempotent).
@@ -189,12 +245,24 @@ impl Database {
         Ok(started.elapsed())
     }
 
-    /// Closes the pool: waits for checked-out connections to return, then closes them all.
+    /// Stops the supervisor and closes the pool: waits for checked-out connections to
+    /// return, then closes them all. Bound it with [`Database::close_within`].
     pub async fn close(&self) {
+        self.stop_supervisor();
         match &self.backend {
             Backend::Sqlite(pool) => pool.close().await,
             Backend::Postgres(pool) => pool.close().await,
         }
+    }
+
+    /// [`Database::close`], giving up after `deadline` (connections still checked out are
+    /// then dropped with the pool). Returns whether the pool closed in time.
+    pub async fn close_within(&self, deadline: Duration) -> bool {
+        let closed = tokio::time::timeout(deadline, self.close()).await.is_ok();
+        if !closed {
+            tracing::warn!("database pool did not close within {deadline:?}");
+        }
+        closed
     }
 
     /// Which engine this handle talks to.
@@ -252,7 +320,7 @@ fn create_parent_dir(file: &Path) -> Result<()> {
     }
 }
 
-async fn connect_postgres(options: &DatabaseOptions) -> Result<PgPool> {
+fn connect_postgres(options: &DatabaseOptions) -> Result<PgPool> {
     let mut connect = PgConnectOptions::from_str(&options.url).map_err(|e| {
         DbError::Config(format!(
             "invalid PostgreSQL URL {:?}: {e}",
@@ -263,12 +331,12 @@ async fn connect_postgres(options: &DatabaseOptions) -> Result<PgPool> {
     if let Some(schema) = &options.search_path {
         connect = connect.options([("search_path", schema.as_str())]);
     }
+    // Lazy: no connection is opened here; the supervisor's first health check opens one.
     let pool = PgPoolOptions::new()
         .max_connections(options.max_connections.max(1))
         .min_connections(options.min_connections.min(options.max_connections))
         .acquire_timeout(options.acquire_timeout)
-        .connect_with(connect)
-        .await?;
+        .connect_lazy_with(connect);
     Ok(pool)
 }
 
@@ -327,48 +395,71 @@ macro_rules! ascii_lower_name {
 }
 pub(crate) use ascii_lower_name;
 
-/// Runs `$body` with `$pool` bound to the concrete pool of the handle's backend.
+/// Runs `$body` with `$pool` bound to the concrete pool of the handle's backend, as one
+/// supervised operation: refused at once while the pool's breaker is open, bounded by the
+/// operation deadline, its outcome counted (see [`crate::supervisor`]). Evaluates to
+/// `Result<T, DbError>`.
 ///
 /// The body is compiled once per backend, so one query text serves both engines with
 /// concrete types (no generic bounds over `sqlx::Database`). Write SQL both engines accept:
-/// `$1` placeholders, `RETURNING`, `ON CONFLICT`, no engine-specific functions.
+/// `$1` placeholders, `RETURNING`, `ON CONFLICT`, no engine-specific functions. The body runs
+/// in an async block: `?` inside it ends the operation (not the enclosing function), and a
+/// body ending in `Ok(..)` may need its error type spelled (`Ok::<_, DbError>(..)`).
 macro_rules! on_pool {
-    ($db:expr, |$pool:ident| $body:expr) => {
-        match $db.backend() {
-            $crate::database::Backend::Sqlite($pool) => $body,
-            $crate::database::Backend::Postgres($pool) => $body,
-        }
-    };
+    ($db:expr, |$pool:ident| $body:expr) => {{
+        let __db: &$crate::Database = &$db;
+        let __admission = __db.admit()?;
+        let __outcome = __db
+            .with_deadline(async {
+                match __db.backend() {
+                    $crate::database::Backend::Sqlite($pool) => $body,
+                    $crate::database::Backend::Postgres($pool) => $body,
+                }
+            })
+            .await;
+        __admission.finish(__outcome)
+    }};
 }
 pub(crate) use on_pool;
 
-/// Runs `$body` inside a write transaction and commits it; `?` inside the body returns early
-/// and rolls back (the transaction is dropped). `$pg` is bound to `true` on PostgreSQL, for
-/// the few statements only one engine needs.
+/// Runs `$body` inside a write transaction and commits it, as one supervised operation (see
+/// [`on_pool!`]); `?` inside the body ends the operation and rolls back (the transaction is
+/// dropped). `$pg` is bound to `true` on PostgreSQL, for the few statements only one engine
+/// needs. Evaluates to `Result<T, DbError>` where `T` is the body's value.
 ///
 /// SQLite transactions start with `BEGIN IMMEDIATE`: they take the write lock up front, so a
 /// transaction that reads before it writes cannot fail half-way on a lock upgrade.
 macro_rules! in_tx {
-    ($db:expr, |$tx:ident, $pg:ident| $body:expr) => {
-        match $db.backend() {
-            $crate::database::Backend::Sqlite(pool) => {
-                #[allow(unused_variables)]
-                let $pg = false;
-                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                let out = $body;
-                $tx.commit().await?;
-                out
-            }
-            $crate::database::Backend::Postgres(pool) => {
-                #[allow(unused_variables)]
-                let $pg = true;
-                let mut $tx = pool.begin().await?;
-                let out = $body;
-                $tx.commit().await?;
-                out
-            }
-        }
-    };
+    ($db:expr, |$tx:ident, $pg:ident| $body:expr) => {{
+        let __db: &$crate::Database = &$db;
+        let __admission = __db.admit()?;
+        let __outcome = __db
+            .with_deadline(async {
+                match __db.backend() {
+                    $crate::database::Backend::Sqlite(pool) => {
+                        #[allow(unused_variables)]
+                        let $pg = false;
+                        let mut __conn = __db.acquire_from(pool).await?;
+                        let mut $tx =
+                            sqlx::Connection::begin_with(&mut *__conn, "BEGIN IMMEDIATE").await?;
+                        let out = $body;
+                        $tx.commit().await?;
+                        Ok::<_, $crate::DbError>(out)
+                    }
+                    $crate::database::Backend::Postgres(pool) => {
+                        #[allow(unused_variables)]
+                        let $pg = true;
+                        let mut __conn = __db.acquire_from(pool).await?;
+                        let mut $tx = sqlx::Connection::begin(&mut *__conn).await?;
+                        let out = $body;
+                        $tx.commit().await?;
+                        Ok::<_, $crate::DbError>(out)
+                    }
+                }
+            })
+            .await;
+        __admission.finish(__outcome)
+    }};
 }
 pub(crate) use in_tx;
 

@@ -45,6 +45,20 @@ pub enum DbError {
     /// timeout, SQLite busy). Retrying later may succeed.
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
+    /// The database is failing and calls are refused at once, without waiting on it, until a
+    /// health check or a probe call succeeds (the pool's circuit breaker is open).
+    #[error("database unavailable: it is failing and calls are refused for now (retry in {} ms)", retry_in.as_millis())]
+    CircuitOpen {
+        /// How long until a probe is let through.
+        retry_in: std::time::Duration,
+    },
+    /// An operation did not finish within its client-side deadline (the database or the
+    /// network is stuck).
+    #[error("database did not answer within {} ms", after.as_millis())]
+    Timeout {
+        /// The deadline that passed.
+        after: std::time::Duration,
+    },
     /// The database URL or options are unusable.
     #[error("invalid database configuration: {0}")]
     Config(String),
@@ -109,13 +123,43 @@ impl DbError {
     }
 }
 
+impl DbError {
+    /// Whether this error says the database could not be reached (a connection failure, a
+    /// pool or deadline timeout, a server shutting down or out of connections), as opposed
+    /// to an answer (a constraint, a missing row) or contention (a busy SQLite file, a
+    /// serialization failure). These are the failures the pool supervisor counts.
+    #[must_use]
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            Self::Timeout { .. } => true,
+            Self::Unavailable(err) => match err {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::WorkerCrashed
+                | sqlx::Error::BeginFailed => true,
+                sqlx::Error::Database(db) => db
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .is_some_and(|pg| {
+                        let code = pg.code();
+                        code.starts_with("08") || code.starts_with("53") || code.starts_with("57P")
+                    }),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
 impl Classify for DbError {
     fn kind(&self) -> ErrorKind {
         match self {
             Self::NotFound { .. } => ErrorKind::NotFound,
             Self::Conflict { .. } => ErrorKind::Conflict,
             Self::Invalid { .. } => ErrorKind::Invalid,
-            Self::Unavailable(_) => ErrorKind::Unavailable,
+            Self::Unavailable(_) | Self::CircuitOpen { .. } | Self::Timeout { .. } => {
+                ErrorKind::Unavailable
+            }
             Self::Config(_) | Self::Migrate(_) | Self::Internal(_) => ErrorKind::Internal,
         }
     }

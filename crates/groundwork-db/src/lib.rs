@@ -48,6 +48,7 @@
 mod database;
 mod error;
 mod page;
+pub mod supervisor;
 mod validate;
 
 pub mod agents;
@@ -70,6 +71,7 @@ pub use error::{DbError, Result};
 pub use page::{Listing, Page};
 pub use prompts::{NewPrompt, Prompt, PromptFilter, PromptPatch, Prompts};
 pub use sessions::{NewSession, Session, Sessions};
+pub use supervisor::{HealthCheck, PoolStats};
 pub use tools::{AgentTool, AttachedTool, Attachment, NewTool, Tool, ToolFilter, ToolPatch, Tools};
 pub use users::{Digests, EmailDigest, NewDigest, NewUser, User, UserFilter, Users};
 pub use validate::limits;

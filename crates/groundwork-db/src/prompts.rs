@@ -263,7 +263,7 @@ impl<'a> Prompts<'a> {
                 }
             );
             prompt
-        });
+        })?;
         Ok(prompt)
     }
 
@@ -360,7 +360,7 @@ impl<'a> Prompts<'a> {
                 }
             );
             prompt
-        });
+        })?;
         Ok(prompt)
     }
 
@@ -395,7 +395,7 @@ impl<'a> Prompts<'a> {
                     details: json!({ "name": name }),
                 }
             );
-        });
+        })?;
         Ok(())
     }
 }

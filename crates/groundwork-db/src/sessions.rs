@@ -91,7 +91,7 @@ impl<'a> Sessions<'a> {
             .await
         })
         .map_err(|e| {
-            DbError::from(e).on_invalid(|| {
+            e.on_invalid(|| {
                 format!(
                     "user {} or agent {:?} does not exist",
                     new.user_id, new.agent_id

@@ -366,7 +366,7 @@ impl<'a> Tools<'a> {
                 }
             );
             tool
-        });
+        })?;
         Ok(tool)
     }
 
@@ -424,7 +424,7 @@ impl<'a> Tools<'a> {
                 }
             );
             tool
-        });
+        })?;
         Ok(tool)
     }
 
@@ -462,7 +462,7 @@ impl<'a> Tools<'a> {
                 }
             );
             agents
-        });
+        })?;
         Ok(detached)
     }
 
@@ -535,7 +535,7 @@ impl<'a> Tools<'a> {
                 }
             );
             (row, created)
-        });
+        })?;
         Ok(row)
     }
 
@@ -583,7 +583,7 @@ impl<'a> Tools<'a> {
                     details: json!({ "agent_id": agent_id, "tool_id": tool_id }),
                 }
             );
-        });
+        })?;
         Ok(())
     }
 

@@ -189,7 +189,7 @@ impl<'a> Users<'a> {
                 }
             );
             user
-        });
+        })?;
         Ok(user)
     }
 }
@@ -265,7 +265,7 @@ impl<'a> Digests<'a> {
                 }
             );
             digest
-        });
+        })?;
         Ok(digest)
     }
 

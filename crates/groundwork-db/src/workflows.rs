@@ -167,7 +167,7 @@ impl<'a> Workflows<'a> {
                 }
             );
             workflow
-        });
+        })?;
         Ok(workflow)
     }
 
@@ -221,7 +221,7 @@ impl<'a> Workflows<'a> {
                 }
             );
             workflow
-        });
+        })?;
         Ok(workflow)
     }
 
@@ -255,7 +255,7 @@ impl<'a> Workflows<'a> {
                     details: json!({ "name": name }),
                 }
             );
-        });
+        })?;
         Ok(())
     }
 }
@@ -424,7 +424,7 @@ impl<'a> Executions<'a> {
                 }
             );
             execution
-        });
+        })?;
         Ok(execution)
     }
 
@@ -568,7 +568,7 @@ impl<'a> Executions<'a> {
             .fetch_one(pool)
             .await
         })
-        .map_err(|e| match DbError::from(e) {
+        .map_err(|e| match e {
             // The only reference is the execution: a broken one means it does not exist.
             DbError::Invalid { .. } => DbError::not_found("execution", execution_id),
             other => other,

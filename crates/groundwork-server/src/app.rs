@@ -6,6 +6,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
 use axum::routing::get;
 use axum::{Extension, Router, middleware};
+use groundwork_clients::http::{HttpClient, HttpClientOptions};
+use groundwork_clients::redis::RedisClient;
 use groundwork_db::Database;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -19,7 +21,7 @@ use crate::caches::{CacheSettings, Caches};
 use crate::config::{ApiKey, Config};
 use crate::error::ApiError;
 use crate::routes::system::OpenApiJson;
-use crate::routes::{agents, audit, cache, prompts, system, tools, users, workflows};
+use crate::routes::{agents, audit, cache, infra, llm, prompts, system, tools, users, workflows};
 use crate::telemetry::track_http;
 
 /// What every handler can reach. Cheap to clone: every field is a handle.
@@ -33,6 +35,12 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// The refreshing caches (agent tools, agent runtime).
     pub caches: Caches,
+    /// The shared, pooled HTTP client (absent only if it could not be built).
+    pub http: Option<HttpClient>,
+    /// Redis, when configured.
+    pub redis: Option<RedisClient>,
+    /// The LLM caching proxy, when an upstream is configured.
+    pub llm: Option<groundwork_llm::gateway::Gateway>,
 }
 
 impl AppState {
@@ -52,11 +60,77 @@ impl AppState {
         cache: CacheSettings,
     ) -> Self {
         let caches = Caches::new(&db, cache);
+        let http = match HttpClient::new(HttpClientOptions::default()) {
+            Ok(client) => Some(client),
+            Err(err) => {
+                tracing::error!(error = %err, "cannot build the HTTP client");
+                None
+            }
+        };
         Self {
             db,
             keys: Arc::new(ApiKeys::new(keys)),
             metrics,
             caches,
+            http,
+            redis: None,
+            llm: None,
+        }
+    }
+
+    /// Serves `POST /v1/chat/completions` through `gateway`.
+    #[must_use]
+    pub fn with_llm(mut self, gateway: groundwork_llm::gateway::Gateway) -> Self {
+        self.llm = Some(gateway);
+        self
+    }
+
+    /// Uses `redis` (and announces changes on it to other instances).
+    #[must_use]
+    pub fn with_redis(mut self, redis: RedisClient) -> Self {
+        self.caches.set_bus(crate::bus::ChangeBus::start(
+            redis.clone(),
+            self.caches.clone(),
+        ));
+        self.redis = Some(redis);
+        self
+    }
+
+    /// Uses `client` as the shared HTTP client.
+    #[must_use]
+    pub fn with_http_client(mut self, client: HttpClient) -> Self {
+        self.http = Some(client);
+        self
+    }
+
+    /// Pools, breakers and clients (`GET /api/v1/infra`).
+    #[must_use]
+    pub fn infra(&self) -> crate::routes::infra::Infra {
+        let database = self.db.stats();
+        let redis = self.redis.as_ref().map(RedisClient::stats);
+        let mut breakers = vec![database.breaker.clone()];
+        breakers.extend(redis.as_ref().map(|r| r.breaker.clone()));
+        crate::routes::infra::Infra {
+            database,
+            redis,
+            http_client: self.http.as_ref().map(HttpClient::stats),
+            breakers,
+        }
+    }
+
+    /// Exports the infrastructure figures through the `metrics` crate.
+    pub fn publish_infra_metrics(&self) {
+        let infra = self.infra();
+        infra.database.publish();
+        if let Some(http) = &infra.http_client {
+            http.publish("default");
+        }
+        if let Some(redis) = &infra.redis {
+            redis.publish();
+        }
+        if let Some(llm) = &self.llm {
+            llm.cache().stats().publish();
+            llm.client().stats().publish("default");
         }
     }
 }
@@ -138,12 +212,15 @@ pub fn app(state: AppState, settings: HttpSettings) -> Router {
         .routes(routes!(audit::list))
         .routes(routes!(cache::list))
         .routes(routes!(cache::invalidate))
-        .routes(routes!(cache::warm));
+        .routes(routes!(cache::warm))
+        .routes(routes!(infra::infra))
+        .routes(routes!(llm::stats, llm::flush));
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(system::health))
         .routes(routes!(system::ready))
         .routes(routes!(system::metrics))
         .routes(routes!(system::openapi))
+        .routes(routes!(llm::chat_completions))
         .nest("/api/v1", api)
         .split_for_parts();
     let doc = doc
@@ -174,7 +251,14 @@ pub fn app(state: AppState, settings: HttpSettings) -> Router {
             },
         ))
         .layer(middleware::from_fn(track_http))
-        .layer(TraceLayer::new_for_http())
+        // Failed responses are logged where they are made (internal errors at `error`, the
+        // first of an outage's 503s at `warn`); tower-http's own line per 5xx would flood
+        // the log at `error` during an outage.
+        .layer(
+            TraceLayer::new_for_http().on_failure(
+                tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
+            ),
+        )
         .with_state(state)
 }
 

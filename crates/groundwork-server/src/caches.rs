@@ -102,6 +102,8 @@ pub struct Caches {
     /// When [`Caches::start`] was first called, if it was.
     started: Arc<std::sync::OnceLock<Instant>>,
     start_timeout: Duration,
+    /// Where local changes are announced to other instances, when Redis is configured.
+    bus: Arc<std::sync::OnceLock<crate::bus::ChangeBus>>,
 }
 
 impl Caches {
@@ -124,6 +126,18 @@ impl Caches {
                 .build(AgentRuntimeSource { db: db.clone() }),
             started: Arc::new(std::sync::OnceLock::new()),
             start_timeout: settings.start_timeout,
+            bus: Arc::new(std::sync::OnceLock::new()),
+        }
+    }
+
+    /// Announces local changes on `bus` from now on (set once; later calls are ignored).
+    pub fn set_bus(&self, bus: crate::bus::ChangeBus) {
+        let _ = self.bus.set(bus);
+    }
+
+    fn announce(&self) {
+        if let Some(bus) = self.bus.get() {
+            bus.announce();
         }
     }
 
@@ -190,13 +204,16 @@ impl Caches {
     pub fn agent_changed(&self, id: i64) {
         self.agent_tools.invalidate(&id);
         self.agent_runtime.invalidate(&id);
+        self.announce();
     }
 
     /// After a write to a tool used by `agents`.
     pub fn tool_changed(&self, agents: &[i64]) {
         for id in agents {
-            self.agent_changed(*id);
+            self.agent_tools.invalidate(id);
+            self.agent_runtime.invalidate(id);
         }
+        self.announce();
     }
 
     /// After a write to `prompt`: agents using it, and agents of its (new) type, may now run
@@ -210,6 +227,7 @@ impl Caches {
                     .as_ref()
                     .is_some_and(|p| p.id == prompt.id)
         });
+        self.announce();
     }
 
     /// Follows committed changes on PostgreSQL (`LISTEN`) and wakes the refresh tasks, so
@@ -479,5 +497,59 @@ where
                 .map_err(WarmError::BadKey)?;
             Ok(RefreshingCache::warm(self, &ids).await?)
         })
+    }
+}
+
+/// The prompt agent's runtime configurations, read from the agent runtime cache (so a
+/// changed prompt or tool applies to the next run, and runs keep working from the cache
+/// while the database is down).
+#[derive(Debug, Clone)]
+pub struct CachedRuntimes {
+    runtimes: RefreshingCache<i64, RuntimeDoc>,
+}
+
+impl CachedRuntimes {
+    /// Runtime configurations from `caches`' agent runtime cache.
+    #[must_use]
+    pub fn new(caches: &Caches) -> Self {
+        Self {
+            runtimes: caches.agent_runtime.clone(),
+        }
+    }
+}
+
+impl groundwork_llm::agent::RuntimeConfigs for CachedRuntimes {
+    type Error = CacheError;
+
+    async fn runtime(
+        &self,
+        agent_id: i64,
+    ) -> Result<Option<groundwork_llm::agent::AgentRuntimeConfig>, CacheError> {
+        use groundwork_llm::agent::{AgentRuntimeConfig, DEFAULT_MODEL, ToolSpec};
+        let Some(doc) = self.runtimes.get(&agent_id).await? else {
+            return Ok(None);
+        };
+        let runtime = &doc.value;
+        let mut config = AgentRuntimeConfig::from_agent_config(
+            runtime.agent.name.clone(),
+            runtime.agent.kind.clone(),
+            &runtime.agent.config,
+            DEFAULT_MODEL,
+        );
+        if let Some(prompt) = &runtime.prompt {
+            config = config.with_system_prompt(prompt.content.clone());
+        }
+        config.tools = runtime
+            .tools
+            .iter()
+            .map(|tool| {
+                ToolSpec::from_config(
+                    &tool.name,
+                    tool.description.as_deref(),
+                    &tool.effective_config,
+                )
+            })
+            .collect();
+        Ok(Some(config))
     }
 }

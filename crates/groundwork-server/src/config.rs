@@ -130,8 +130,31 @@ pub struct Config {
     /// Seconds a request waits for a pooled connection. Env
     /// `GROUNDWORK_DATABASE_ACQUIRE_TIMEOUT_SECS`. Default 5.
     pub database_acquire_timeout_secs: u64,
-    /// Redis, for shared caches (none by default). Env `GROUNDWORK_REDIS_URL`.
+    /// Deadline of every database operation, in milliseconds (nothing hangs on a black-holed
+    /// connection). Env `GROUNDWORK_DATABASE_QUERY_TIMEOUT_MS`. Default 30000.
+    pub database_query_timeout_ms: u64,
+    /// Milliseconds between database health checks while it answers. Env
+    /// `GROUNDWORK_DATABASE_HEALTH_INTERVAL_MS`. Default 30000.
+    pub database_health_interval_ms: u64,
+    /// Milliseconds between database health checks while it does not answer. Env
+    /// `GROUNDWORK_DATABASE_UNHEALTHY_INTERVAL_MS`. Default 1000.
+    pub database_unhealthy_interval_ms: u64,
+    /// Milliseconds a health check (`SELECT 1`) may take. Env
+    /// `GROUNDWORK_DATABASE_HEALTH_TIMEOUT_MS`. Default 1000.
+    pub database_health_timeout_ms: u64,
+    /// Failed database operations in a row that open the pool's circuit breaker (requests then
+    /// fail fast with 503). Env `GROUNDWORK_DATABASE_BREAKER_FAILURES`. Default 3.
+    pub database_breaker_failures: u32,
+    /// Milliseconds the breaker stays open before letting a probe through. Env
+    /// `GROUNDWORK_DATABASE_BREAKER_OPEN_MS`. Default 500.
+    pub database_breaker_open_ms: u64,
+    /// Redis (none by default): instances announce their changes on it, so the others
+    /// refresh at once; later the LLM response cache. Redis trouble never fails a request.
+    /// Env `GROUNDWORK_REDIS_URL`.
     pub redis_url: Option<String>,
+    /// Milliseconds a Redis operation may take before it is given up (and counted against
+    /// Redis's breaker). Env `GROUNDWORK_REDIS_OP_TIMEOUT_MS`. Default 50.
+    pub redis_op_timeout_ms: u64,
     /// RabbitMQ; without it the database-backed queue is used. Env `GROUNDWORK_AMQP_URL`.
     pub amqp_url: Option<String>,
     /// `file://PATH` or `s3://bucket?endpoint=…`. Env `GROUNDWORK_STORAGE_URL`.
@@ -141,6 +164,14 @@ pub struct Config {
     pub llm_base_url: Option<String>,
     /// Key for the upstream (never printed). Env `GROUNDWORK_LLM_API_KEY`.
     pub llm_api_key: Option<String>,
+    /// Seconds an LLM answer is cached unless the request asks otherwise. Env
+    /// `GROUNDWORK_LLM_CACHE_TTL_SECS`. Default 86400 (24 h).
+    pub llm_cache_ttl_secs: u64,
+    /// MiB of LLM answers kept in memory. Env `GROUNDWORK_LLM_CACHE_MEMORY_MB`. Default 256.
+    pub llm_cache_memory_mb: u64,
+    /// Also cache non-deterministic requests (temperature above 0 without a seed). Env
+    /// `GROUNDWORK_LLM_CACHE_NONDETERMINISTIC`. Default false.
+    pub llm_cache_nondeterministic: bool,
     /// `name:secret` pairs; when set, every route but `/health` needs
     /// `Authorization: Bearer <secret>`. Env `GROUNDWORK_API_KEYS` (comma-separated).
     pub api_keys: Vec<ApiKey>,
@@ -176,11 +207,21 @@ impl Default for Config {
             database_max_connections: 10,
             database_min_connections: 2,
             database_acquire_timeout_secs: 5,
+            database_query_timeout_ms: 30000,
+            database_health_interval_ms: 30000,
+            database_unhealthy_interval_ms: 1000,
+            database_health_timeout_ms: 1000,
+            database_breaker_failures: 3,
+            database_breaker_open_ms: 500,
             redis_url: None,
+            redis_op_timeout_ms: 50,
             amqp_url: None,
             storage_url: "file://./groundwork-data/files".to_owned(),
             llm_base_url: None,
             llm_api_key: None,
+            llm_cache_ttl_secs: 86_400,
+            llm_cache_memory_mb: 256,
+            llm_cache_nondeterministic: false,
             api_keys: Vec::new(),
             body_limit_bytes: 1024 * 1024,
             shutdown_timeout_secs: 10,
@@ -250,8 +291,30 @@ impl Config {
             self.database_acquire_timeout_secs =
                 parsed("GROUNDWORK_DATABASE_ACQUIRE_TIMEOUT_SECS", v)?;
         }
+        if let Some(v) = env("GROUNDWORK_DATABASE_QUERY_TIMEOUT_MS") {
+            self.database_query_timeout_ms = parsed("GROUNDWORK_DATABASE_QUERY_TIMEOUT_MS", v)?;
+        }
+        if let Some(v) = env("GROUNDWORK_DATABASE_HEALTH_INTERVAL_MS") {
+            self.database_health_interval_ms = parsed("GROUNDWORK_DATABASE_HEALTH_INTERVAL_MS", v)?;
+        }
+        if let Some(v) = env("GROUNDWORK_DATABASE_UNHEALTHY_INTERVAL_MS") {
+            self.database_unhealthy_interval_ms =
+                parsed("GROUNDWORK_DATABASE_UNHEALTHY_INTERVAL_MS", v)?;
+        }
+        if let Some(v) = env("GROUNDWORK_DATABASE_HEALTH_TIMEOUT_MS") {
+            self.database_health_timeout_ms = parsed("GROUNDWORK_DATABASE_HEALTH_TIMEOUT_MS", v)?;
+        }
+        if let Some(v) = env("GROUNDWORK_DATABASE_BREAKER_FAILURES") {
+            self.database_breaker_failures = parsed("GROUNDWORK_DATABASE_BREAKER_FAILURES", v)?;
+        }
+        if let Some(v) = env("GROUNDWORK_DATABASE_BREAKER_OPEN_MS") {
+            self.database_breaker_open_ms = parsed("GROUNDWORK_DATABASE_BREAKER_OPEN_MS", v)?;
+        }
         if let Some(v) = env("GROUNDWORK_REDIS_URL") {
             self.redis_url = Some(v);
+        }
+        if let Some(v) = env("GROUNDWORK_REDIS_OP_TIMEOUT_MS") {
+            self.redis_op_timeout_ms = parsed("GROUNDWORK_REDIS_OP_TIMEOUT_MS", v)?;
         }
         if let Some(v) = env("GROUNDWORK_AMQP_URL") {
             self.amqp_url = Some(v);
@@ -264,6 +327,15 @@ impl Config {
         }
         if let Some(v) = env("GROUNDWORK_LLM_API_KEY") {
             self.llm_api_key = Some(v);
+        }
+        if let Some(v) = env("GROUNDWORK_LLM_CACHE_TTL_SECS") {
+            self.llm_cache_ttl_secs = parsed("GROUNDWORK_LLM_CACHE_TTL_SECS", v)?;
+        }
+        if let Some(v) = env("GROUNDWORK_LLM_CACHE_MEMORY_MB") {
+            self.llm_cache_memory_mb = parsed("GROUNDWORK_LLM_CACHE_MEMORY_MB", v)?;
+        }
+        if let Some(v) = env("GROUNDWORK_LLM_CACHE_NONDETERMINISTIC") {
+            self.llm_cache_nondeterministic = parsed("GROUNDWORK_LLM_CACHE_NONDETERMINISTIC", v)?;
         }
         if let Some(v) = env("GROUNDWORK_API_KEYS") {
             self.api_keys = v
@@ -339,6 +411,29 @@ impl Config {
                 "cache_ttl_secs and cache_refresh_interval_secs must be at least 1".to_owned(),
             ));
         }
+        for (name, value) in [
+            ("database_query_timeout_ms", self.database_query_timeout_ms),
+            (
+                "database_health_interval_ms",
+                self.database_health_interval_ms,
+            ),
+            (
+                "database_unhealthy_interval_ms",
+                self.database_unhealthy_interval_ms,
+            ),
+            (
+                "database_health_timeout_ms",
+                self.database_health_timeout_ms,
+            ),
+            (
+                "database_breaker_failures",
+                u64::from(self.database_breaker_failures),
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
+            }
+        }
         if self.cache_capacity == 0 {
             return Err(ConfigError::Invalid(
                 "cache_capacity must be at least 1".to_owned(),
@@ -378,6 +473,27 @@ impl Config {
     #[must_use]
     pub fn database_acquire_timeout(&self) -> Duration {
         Duration::from_secs(self.database_acquire_timeout_secs)
+    }
+
+    /// The database pool's options: connection bounds, timeouts, health checks, breaker;
+    /// migrations applied as soon as the database answers.
+    pub fn database_options(&self) -> groundwork_db::DatabaseOptions {
+        let ms = Duration::from_millis;
+        groundwork_db::DatabaseOptions::new(&self.database_url)
+            .max_connections(self.database_max_connections)
+            .min_connections(self.database_min_connections)
+            .acquire_timeout(self.database_acquire_timeout())
+            .query_timeout(ms(self.database_query_timeout_ms))
+            .health_intervals(
+                ms(self.database_health_interval_ms),
+                ms(self.database_unhealthy_interval_ms),
+            )
+            .health_timeout(ms(self.database_health_timeout_ms))
+            .breaker(
+                self.database_breaker_failures,
+                ms(self.database_breaker_open_ms),
+            )
+            .migrate_on_connect(true)
     }
 
     /// How long in-flight requests get at shutdown.

@@ -111,7 +111,13 @@ impl From<DbError> for ApiError {
             ErrorKind::Conflict => Self::new(StatusCode::CONFLICT, err.to_string()),
             ErrorKind::Invalid => Self::new(StatusCode::UNPROCESSABLE_ENTITY, err.to_string()),
             ErrorKind::Unavailable => {
-                tracing::warn!(error = %error_chain(&err), "database unavailable");
+                if matches!(err, DbError::CircuitOpen { .. }) {
+                    // Refused without trying: the breaker logged when it opened; a line per
+                    // refused request would flood the logs during an outage.
+                    tracing::debug!(error = %err, "database unavailable");
+                } else {
+                    tracing::warn!(error = %error_chain(&err), "database unavailable");
+                }
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the database is unavailable; retry later",
@@ -137,17 +143,7 @@ impl From<groundwork_cache::CacheError> for ApiError {
     }
 }
 
-/// `err` and its sources, joined with `: `.
-pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub(crate) use groundwork_core::error_chain;
 
 #[cfg(test)]
 mod tests {

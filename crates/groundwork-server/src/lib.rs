@@ -30,6 +30,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod bus;
 pub mod caches;
 pub mod cli;
 pub mod config;

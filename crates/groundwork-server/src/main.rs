@@ -30,7 +30,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             telemetry::init_tracing(config.log_format)?;
-            let db = serve::connect_database(&config).await?;
+            let db = serve::connect_database(&config, false).await?;
             db.migrate().await?;
             db.close().await;
             tracing::info!(database = db.backend_kind().as_str(), "migrations applied");

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use groundwork_db::{Database, DatabaseOptions, redact_password};
+use axum::serve::ListenerExt as _;
+use groundwork_clients::redis::{RedisClient, RedisOptions};
+use groundwork_db::{Database, redact_password};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
@@ -11,16 +13,27 @@ use crate::app::{AppState, HttpSettings, app};
 use crate::caches::CacheSettings;
 use crate::config::Config;
 
-/// Opens the configured database (without migrating it).
+/// How long `serve` waits at start for the database to answer and be migrated before it
+/// starts listening anyway (`/ready` answers 503 until the database is there).
+const STARTUP_WAIT: Duration = Duration::from_secs(3);
+
+/// Opens the configured database, supervised (health checks, breaker, deadlines). With
+/// `migrate_on_connect`, migrations are applied as soon as the database answers.
 ///
 /// # Errors
-/// When the URL is unusable or the database cannot be reached.
-pub async fn connect_database(config: &Config) -> anyhow::Result<Database> {
-    let options = DatabaseOptions::new(&config.database_url)
-        .max_connections(config.database_max_connections)
-        .min_connections(config.database_min_connections)
-        .acquire_timeout(config.database_acquire_timeout());
-    Database::connect(options).await.with_context(|| {
+/// When the URL is unusable or a SQLite file cannot be opened (an unreachable PostgreSQL is
+/// not an error: the pool is created lazily).
+pub async fn connect_database(
+    config: &Config,
+    migrate_on_connect: bool,
+) -> anyhow::Result<Database> {
+    Database::connect(
+        config
+            .database_options()
+            .migrate_on_connect(migrate_on_connect),
+    )
+    .await
+    .with_context(|| {
         format!(
             "cannot open database {}",
             redact_password(&config.database_url)
@@ -37,14 +50,42 @@ pub async fn connect_database(config: &Config) -> anyhow::Result<Database> {
 /// address cannot be bound.
 pub async fn serve(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()> {
     config.check_exposure()?;
-    let db = connect_database(&config).await?;
-    db.migrate().await.context("cannot migrate the database")?;
+    let db = connect_database(&config, true).await?;
+    match db.wait_ready(STARTUP_WAIT).await {
+        Ok(()) => tracing::info!("database ready"),
+        // Reachable but unusable (a migration that cannot apply): stop here.
+        Err(groundwork_db::DbError::Config(message)) => {
+            anyhow::bail!("cannot migrate the database: {message}")
+        }
+        Err(_) => tracing::warn!(
+            database = %redact_password(&config.database_url),
+            "database not reachable yet; serving, with /ready answering 503 until it is"
+        ),
+    }
     let state = AppState::with_cache_settings(
         db.clone(),
         &config.api_keys,
         metrics,
         CacheSettings::from(&config),
     );
+    let state = match &config.redis_url {
+        Some(url) => {
+            let redis = RedisClient::new(
+                RedisOptions::new(url.clone())
+                    .op_timeout(Duration::from_millis(config.redis_op_timeout_ms)),
+            )
+            .with_context(|| format!("invalid Redis URL {}", redact_password(url)))?;
+            state.with_redis(redis)
+        }
+        None => state,
+    };
+    let state = match &config.llm_base_url {
+        Some(base_url) => {
+            let gateway = llm_gateway(&config, base_url, &state)?;
+            state.with_llm(gateway)
+        }
+        None => state,
+    };
     let caches = state.caches.clone();
     // Fill the caches in the background (readiness waits for it, up to its timeout) and
     // follow changes committed by other instances.
@@ -60,6 +101,18 @@ pub async fn serve(config: Config, metrics: PrometheusHandle) -> anyhow::Result<
         }
     });
     let follower = tokio::spawn(caches.clone().follow_changes(db.clone()));
+    // Started with the database down: fill the caches as soon as it is there (and migrated),
+    // rather than at the end of their retry backoff.
+    if !db.is_ready() {
+        tokio::spawn({
+            let (db, caches) = (db.clone(), caches.clone());
+            async move {
+                if db.wait_ready(Duration::MAX).await.is_ok() {
+                    caches.notify_changed();
+                }
+            }
+        });
+    }
     let router = app(state, HttpSettings::from(&config));
     let listener = TcpListener::bind(config.bind)
         .await
@@ -71,6 +124,14 @@ pub async fn serve(config: Config, metrics: PrometheusHandle) -> anyhow::Result<
         "groundwork listening"
     );
 
+    // TCP_NODELAY on every connection: axum does not set it, and with Nagle's algorithm a
+    // small write that follows another (each chunk of a streamed answer) waits for the
+    // client's delayed ACK, up to 40 ms.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY on a connection");
+        }
+    });
     let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
         shutdown_signal().await;
@@ -100,15 +161,43 @@ pub async fn serve(config: Config, metrics: PrometheusHandle) -> anyhow::Result<
     }
     follower.abort();
     caches.shutdown().await;
-    close_with_deadline(&db, Duration::from_secs(5)).await;
+    db.close_within(Duration::from_secs(5)).await;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn close_with_deadline(db: &Database, deadline: Duration) {
-    if tokio::time::timeout(deadline, db.close()).await.is_err() {
-        tracing::warn!("database pool did not close within {deadline:?}");
+/// The LLM caching proxy over `base_url`, on the shared HTTP client, caching in memory and
+/// in Redis when configured.
+fn llm_gateway(
+    config: &Config,
+    base_url: &str,
+    state: &AppState,
+) -> anyhow::Result<groundwork_llm::gateway::Gateway> {
+    use groundwork_llm::cache::{ResponseCache, ResponseCacheOptions};
+    use groundwork_llm::client::{ClientOptions, LlmClient, Upstream};
+    use groundwork_llm::gateway::{Gateway, GatewayOptions};
+
+    let http = match &state.http {
+        Some(http) => http.clone(),
+        None => groundwork_clients::http::HttpClient::new(Default::default())
+            .context("cannot build the HTTP client for the LLM upstream")?,
+    };
+    let mut upstream = Upstream::new(base_url);
+    if let Some(key) = &config.llm_api_key {
+        upstream = upstream.with_api_key(key.clone());
     }
+    let cache = ResponseCache::new(
+        ResponseCacheOptions::new()
+            .default_ttl(Duration::from_secs(config.llm_cache_ttl_secs))
+            .memory_bytes(config.llm_cache_memory_mb.saturating_mul(1024 * 1024)),
+        state.redis.clone(),
+    );
+    Ok(Gateway::new(
+        LlmClient::new(http, ClientOptions::new()),
+        upstream,
+        cache,
+        GatewayOptions::new().cache_nondeterministic(config.llm_cache_nondeterministic),
+    ))
 }
 
 /// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.

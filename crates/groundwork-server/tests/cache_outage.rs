@@ -15,18 +15,13 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::str::FromStr as _;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::http::{Method, StatusCode};
 use common::{PgSchema, ServerProcess, assert_error, id_of, items, postgres_url};
+use groundwork_testkit::{Mode, TcpProxy, upstream_of, with_port};
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
 
 /// The pool's acquire timeout given to the server (`GROUNDWORK_DATABASE_ACQUIRE_TIMEOUT_SECS`).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -41,198 +36,27 @@ const OUTAGE_READS_FOR: Duration = Duration::from_secs(4);
 /// two cores of a test machine.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// How the proxy treats connections while cut.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CutMode {
-    /// The listening socket is closed: connecting is refused.
-    Refuse,
-    /// Connections are accepted and closed at once.
-    Close,
-}
-
-/// Counts a live proxied connection while it exists.
-struct Live(Arc<AtomicUsize>);
-
-impl Live {
-    fn new(count: &Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::SeqCst);
-        Self(Arc::clone(count))
-    }
-}
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// A TCP proxy on 127.0.0.1 to PostgreSQL that can be cut and restored.
-struct Proxy {
-    port: u16,
-    mode: CutMode,
-    cut: watch::Sender<bool>,
-    listeners: mpsc::UnboundedSender<TcpListener>,
-    live: Arc<AtomicUsize>,
-    task: JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(upstream: SocketAddr, mode: CutMode) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let port = listener.local_addr()?.port();
-        let (cut, _) = watch::channel(false);
-        let (listeners, receiver) = mpsc::unbounded_channel();
-        listeners
-            .send(listener)
-            .map_err(|_| anyhow::anyhow!("the proxy's accept loop is gone"))?;
-        let live = Arc::new(AtomicUsize::new(0));
-        let task = tokio::spawn(accept_loop(
-            receiver,
-            upstream,
-            cut.subscribe(),
-            Arc::clone(&live),
-            mode,
-        ));
-        Ok(Self {
-            port,
-            mode,
-            cut,
-            listeners,
-            live,
-            task,
-        })
-    }
-
-    /// Closes every live connection and refuses (or closes at once) new ones; returns when
-    /// that is in effect.
-    async fn cut(&self) -> anyhow::Result<()> {
-        self.cut.send_replace(true);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let closed = self.live.load(Ordering::SeqCst) == 0;
-            let refused = match self.mode {
-                CutMode::Refuse => TcpStream::connect(("127.0.0.1", self.port)).await.is_err(),
-                CutMode::Close => true,
-            };
-            if closed && refused {
-                return Ok(());
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "the proxy did not cut within 5 s ({} live connections, refusing: {refused})",
-                self.live.load(Ordering::SeqCst)
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
+/// Cuts the database off in `mode` (`Refuse` or `Close`): every live connection is closed,
+/// and connecting is refused (or closed at once); returns when that is in effect.
+async fn cut(proxy: &TcpProxy, mode: Mode) -> anyhow::Result<()> {
+    proxy.set_mode(mode).await?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let closed = proxy.live_connections() == 0;
+        let refused = match mode {
+            Mode::Refuse => TcpStream::connect(proxy.addr()).await.is_err(),
+            _ => true,
+        };
+        if closed && refused {
+            return Ok(());
         }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the proxy did not cut within 5 s ({} live connections, refusing: {refused})",
+            proxy.live_connections()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-
-    /// Forwards new connections again (on the same port).
-    async fn restore(&self) -> anyhow::Result<()> {
-        self.cut.send_replace(false);
-        if self.mode == CutMode::Refuse {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            let listener = loop {
-                match TcpListener::bind(("127.0.0.1", self.port)).await {
-                    Ok(listener) => break listener,
-                    Err(err) if Instant::now() >= deadline => {
-                        anyhow::bail!("cannot listen on port {} again: {err}", self.port)
-                    }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            };
-            self.listeners
-                .send(listener)
-                .map_err(|_| anyhow::anyhow!("the proxy's accept loop is gone"))?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.cut.send_replace(true);
-        self.task.abort();
-    }
-}
-
-/// Accepts on each listener handed over until the proxy is cut (in `Refuse` mode the
-/// listener is then dropped, so that connecting is refused).
-async fn accept_loop(
-    mut listeners: mpsc::UnboundedReceiver<TcpListener>,
-    upstream: SocketAddr,
-    cut: watch::Receiver<bool>,
-    live: Arc<AtomicUsize>,
-    mode: CutMode,
-) {
-    while let Some(listener) = listeners.recv().await {
-        let mut cutting = cut.clone();
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((client, _)) => {
-                        tokio::spawn(pipe(client, upstream, cut.clone(), Arc::clone(&live)));
-                    }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-                },
-                () = cut_off(&mut cutting), if mode == CutMode::Refuse => break,
-            }
-        }
-    }
-}
-
-/// Copies between a client and PostgreSQL until either side closes or the proxy is cut.
-async fn pipe(
-    mut client: TcpStream,
-    upstream: SocketAddr,
-    mut cut: watch::Receiver<bool>,
-    live: Arc<AtomicUsize>,
-) {
-    let _live = Live::new(&live);
-    if *cut.borrow() {
-        return; // closed at once
-    }
-    let Ok(mut server) = TcpStream::connect(upstream).await else {
-        return;
-    };
-    let _ = client.set_nodelay(true);
-    let _ = server.set_nodelay(true);
-    tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-        () = cut_off(&mut cut) => {}
-    }
-}
-
-/// Resolves once the proxy is cut (or dropped).
-async fn cut_off(cut: &mut watch::Receiver<bool>) {
-    let _ = cut.wait_for(|cut| *cut).await;
-}
-
-/// PostgreSQL's address in `url`.
-async fn upstream_of(url: &str) -> anyhow::Result<SocketAddr> {
-    let options = sqlx::postgres::PgConnectOptions::from_str(url)?;
-    let host = options.get_host().to_owned();
-    anyhow::ensure!(
-        !host.starts_with('/'),
-        "the proxy needs a TCP address, not the socket {host}"
-    );
-    tokio::net::lookup_host((host.as_str(), options.get_port()))
-        .await?
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("{host} does not resolve"))
-}
-
-/// `url` with its host and port replaced by `127.0.0.1:port`.
-fn through_port(url: &str, port: u16) -> anyhow::Result<String> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| anyhow::anyhow!("no scheme in the PostgreSQL URL"))?;
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let user = authority
-        .rsplit_once('@')
-        .map(|(user, _)| format!("{user}@"))
-        .unwrap_or_default();
-    Ok(format!("{scheme}://{user}127.0.0.1:{port}{tail}"))
 }
 
 /// The `/api/v1/cache` entry of cache `name`.
@@ -269,15 +93,15 @@ struct Violation {
     what: String,
 }
 
-async fn outage(mode: CutMode, test: &str) -> anyhow::Result<()> {
+async fn outage(mode: Mode, test: &str) -> anyhow::Result<()> {
     let Some(url) = postgres_url(test)? else {
         return Ok(());
     };
     let _serial = SERIAL.lock().await;
     // Declared first, dropped last: after the server is killed and the proxy closed.
     let schema = PgSchema::create(&url, "gw_outage").await?;
-    let proxy = Proxy::start(upstream_of(&url).await?, mode).await?;
-    let database_url = schema.database_url(&through_port(&url, proxy.port)?);
+    let proxy = TcpProxy::start(upstream_of(&url).await?).await?;
+    let database_url = schema.database_url(&with_port(&url, proxy.port()));
     let acquire = ACQUIRE_TIMEOUT.as_secs().to_string();
     let ttl = TTL.as_secs().to_string();
     let mut server = ServerProcess::spawn(
@@ -373,7 +197,7 @@ async fn outage(mode: CutMode, test: &str) -> anyhow::Result<()> {
     }
 
     // The outage.
-    proxy.cut().await?;
+    cut(&proxy, mode).await?;
     let cut_at = Instant::now();
     // Wait for the TTL to pass and for both caches to have seen the database fail: from
     // then on no read may wait on the dead database.
@@ -478,7 +302,7 @@ async fn outage(mode: CutMode, test: &str) -> anyhow::Result<()> {
     }
 
     // Back: a write works again within a few seconds and is served.
-    proxy.restore().await?;
+    proxy.set_mode(Mode::Pass).await?;
     let restored = Instant::now();
     let attach = format!("/api/v1/agents/{}/tools/{}", agents[0], tools[2]);
     let recovered = loop {
@@ -561,10 +385,10 @@ async fn outage(mode: CutMode, test: &str) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_reads_survive_a_refused_database() -> anyhow::Result<()> {
-    outage(CutMode::Refuse, "outage_refused").await
+    outage(Mode::Refuse, "outage_refused").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_reads_survive_dropped_connections() -> anyhow::Result<()> {
-    outage(CutMode::Close, "outage_closed").await
+    outage(Mode::Close, "outage_closed").await
 }

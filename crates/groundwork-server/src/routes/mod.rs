@@ -3,6 +3,8 @@
 pub mod agents;
 pub mod audit;
 pub mod cache;
+pub mod infra;
+pub mod llm;
 pub mod prompts;
 pub mod system;
 pub mod tools;

@@ -29,7 +29,8 @@ pub struct Health {
 pub struct Readiness {
     /// `ok` when every check passes, `unavailable` otherwise.
     pub status: &'static str,
-    /// One entry per dependency: `database`, and `cache:<name>` for each cache.
+    /// One entry per dependency: `database`, `redis` when configured, and `cache:<name>`
+    /// for each cache.
     pub checks: BTreeMap<String, Check>,
 }
 
@@ -37,7 +38,8 @@ pub struct Readiness {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Check {
     /// `ok`, `unavailable`, or for a cache `filling` (not ready yet) or `degraded` (not
-    /// filled after the start timeout: ready, loading keys one by one).
+    /// filled after the start timeout: ready, loading keys one by one), for Redis
+    /// `degraded` (unreachable: ready anyway, Redis is optional).
     pub status: &'static str,
     /// Which implementation (`sqlite`, `postgres`), for the database.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -73,15 +75,29 @@ pub async fn health() -> Json<Health> {
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let mut checks = BTreeMap::new();
     let started = std::time::Instant::now();
-    let outcome = tokio::time::timeout(CHECK_TIMEOUT, state.db.ping()).await;
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let error = match outcome {
-        Ok(Ok(_)) => None,
-        Ok(Err(e)) => Some(error_chain(&e)),
-        Err(_) => Some(format!("no answer within {} ms", CHECK_TIMEOUT.as_millis())),
+    // Not ready: check again now (bounded by the health timeout), so a probe sees the
+    // database come back at once rather than at the next scheduled check.
+    let db_ready = state.db.is_ready() || state.db.check_now().await;
+    let error = if db_ready {
+        match tokio::time::timeout(CHECK_TIMEOUT, state.db.ping()).await {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(error_chain(&e)),
+            Err(_) => Some(format!("no answer within {} ms", CHECK_TIMEOUT.as_millis())),
+        }
+    } else {
+        let stats = state.db.stats();
+        Some(
+            stats
+                .last_health_check
+                .and_then(|check| check.error)
+                .unwrap_or_else(|| "not checked or not migrated yet".to_owned()),
+        )
     };
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     if let Some(error) = &error {
-        tracing::warn!(%error, "readiness: database unavailable");
+        // The supervisor logs the database going and coming back; probes may poll every
+        // few milliseconds, so one line each would drown that.
+        tracing::debug!(%error, "readiness: database unavailable");
     }
     let mut ready = error.is_none();
     checks.insert(
@@ -94,6 +110,24 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
             error: error.map(|_| "the database did not answer".to_owned()),
         },
     );
+    if let Some(redis) = &state.redis {
+        // Optional: Redis trouble degrades the features that use it, never readiness.
+        let stats = redis.stats();
+        let healthy =
+            stats.connected && stats.breaker.state == groundwork_resilience::BreakerState::Closed;
+        checks.insert(
+            "redis".to_owned(),
+            Check {
+                status: if healthy { "ok" } else { "degraded" },
+                backend: None,
+                latency_ms: 0.0,
+                entries: None,
+                error: (!healthy).then(|| {
+                    "Redis is unreachable or failing; features that use it are degraded".to_owned()
+                }),
+            },
+        );
+    }
     let filling = state.caches.filling();
     let started = state.caches.started();
     for cache in state.caches.all() {
@@ -133,6 +167,7 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     state.caches.publish_metrics();
+    state.publish_infra_metrics();
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         state.metrics.render(),

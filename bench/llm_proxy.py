@@ -1,0 +1,358 @@
+#!/usr/bin/env python3
+"""Helpers of bench/llm_proxy.sh (Python standard library only). See bench/README.md.
+
+  wait URL PID                 until URL answers 200 (exits 1 if process PID ends first)
+  conns --port P --out F       samples the TCP connections to 127.0.0.1:P every --interval s
+                               until SIGTERM/SIGINT, then writes what it saw as JSON
+  report --raw DIR --meta F --out TXT --json J
+                               builds the summary from the raw files of a run; exit 1 when a
+                               goal is missed
+"""
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # ignore *_proxy
+
+
+# --- wait ----------------------------------------------------------------------------------
+def cmd_wait(args: argparse.Namespace) -> int:
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        try:  # an exited process stays a zombie until bash reaps it: look at its state
+            with open(f"/proc/{args.pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            state = "gone"
+        if state in ("Z", "X", "gone"):
+            print(f"process {args.pid} exited during start-up", file=sys.stderr)
+            return 1
+        try:
+            with OPENER.open(args.url, timeout=2) as r:
+                if r.status == 200:
+                    return 0
+        except (OSError, urllib.error.HTTPError):
+            pass
+        time.sleep(0.1)
+    print(f"no 200 from {args.url} within {args.timeout} s", file=sys.stderr)
+    return 1
+
+
+# --- conns ---------------------------------------------------------------------------------
+# /proc/net/tcp{,6}: "sl local_address rem_address st ...", addresses as HEX_IP:HEX_PORT.
+ESTABLISHED, TIME_WAIT = "01", "06"
+
+
+def sockets(port: int):
+    """(state, local port, remote port) of every TCP socket with `port` on either side."""
+    out = []
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path) as f:
+                next(f)
+                for line in f:
+                    parts = line.split()
+                    lport = int(parts[1].rsplit(":", 1)[1], 16)
+                    rport = int(parts[2].rsplit(":", 1)[1], 16)
+                    if lport == port or rport == port:
+                        out.append((parts[3], lport, rport))
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def active_opens() -> int:
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Tcp:")]
+    return int(rows[1][rows[0].index("ActiveOpens")])
+
+
+def cmd_conns(args: argparse.Namespace) -> int:
+    """Client-side sockets towards the port (remote port == port): the proxy's upstream
+    connections, as `ss -tn state established '( dport = :PORT )'` lists them."""
+    stop = False
+
+    def on_signal(*_):
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    port = args.port
+    t0 = time.time()
+    opens0 = active_opens()
+    # TIME_WAIT sockets already there (earlier runs) are not this window's closes.
+    tw_before = {(lp, rp) for st, lp, rp in sockets(port) if st == TIME_WAIT}
+    counts, seen, peak_at = [], set(), 0.0
+    tw_new = set()
+    while not stop:
+        socks = sockets(port)
+        est = [(lp, rp) for st, lp, rp in socks if st == ESTABLISHED and rp == port]
+        counts.append(len(est))
+        seen.update(est)
+        if len(est) == max(counts):
+            peak_at = time.time() - t0
+        tw_new.update((lp, rp) for st, lp, rp in socks
+                      if st == TIME_WAIT and (lp, rp) not in tw_before)
+        time.sleep(args.interval)
+    doc = {
+        "port": port,
+        "interval_s": args.interval,
+        "seconds": round(time.time() - t0, 3),
+        "samples": len(counts),
+        "peak": max(counts, default=0),
+        "peak_at_s": round(peak_at, 3),
+        "mean": round(sum(counts) / len(counts), 2) if counts else 0.0,
+        "first": counts[0] if counts else 0,
+        "last": counts[-1] if counts else 0,
+        "distinct": len(seen),
+        # A closed TCP connection leaves a TIME_WAIT socket (for 60 s) on the side that
+        # closed first: new ones with the port on either side are connections closed in
+        # this window, by the proxy or by the mock.
+        "closed": len(tw_new),
+        # Every process of the machine: the load generator's own connections are in it.
+        "active_opens_machine": active_opens() - opens0,
+        "counts": counts,
+    }
+    with open(args.out, "w") as f:
+        json.dump(doc, f, indent=1)
+    return 0
+
+
+# --- report --------------------------------------------------------------------------------
+def load(path, default=None):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (FileNotFoundError, ValueError):
+        return default
+
+
+def oha_figures(path: str) -> dict:
+    oha = load(path, {})
+    if not oha:
+        return {"missing": True}
+    pct = oha.get("latencyPercentiles", {})
+    ms = {k: (v * 1000 if v is not None else None) for k, v in pct.items()}
+    codes = {k: v for k, v in oha.get("statusCodeDistribution", {}).items()}
+    ok = sum(v for k, v in codes.items() if 200 <= int(k) < 300)
+    responses = sum(codes.values())
+    # -w waits for the requests in flight at the deadline; should one still be cut off,
+    # it is the run's end, not the server's failure (the other scripts do the same).
+    errors = {k: v for k, v in oha.get("errorDistribution", {}).items()
+              if "deadline" not in k.lower()}
+    cut = sum(v for k, v in oha.get("errorDistribution", {}).items() if "deadline" in k.lower())
+    s = oha.get("summary", {})
+    return {
+        "p50_ms": ms.get("p50"), "p90_ms": ms.get("p90"), "p99_ms": ms.get("p99"),
+        "p99.9_ms": ms.get("p99.9"),
+        "max_ms": (s.get("slowest") or 0) * 1000, "mean_ms": (s.get("average") or 0) * 1000,
+        "achieved_rps": s.get("requestsPerSec", 0.0), "responses": responses, "ok": ok,
+        "non_2xx": responses - ok, "status": codes, "errors": errors,
+        "no_response": sum(errors.values()), "cut_at_deadline": cut,
+        "bytes_per_response": s.get("sizePerRequest"),
+    }
+
+
+def delta(after: dict, before: dict, *path) -> int:
+    def get(d):
+        for p in path:
+            d = (d or {}).get(p)
+        return d or 0
+    return get(after) - get(before)
+
+
+def fmt_ms(v, signed=False):
+    if v is None:
+        return "n/a"
+    return f"{v:+.2f} ms" if signed else f"{v:.2f} ms"
+
+
+def window_extras(raw: str, name: str) -> dict:
+    before = load(os.path.join(raw, f"{name}.stats-before.json"), {})
+    after = load(os.path.join(raw, f"{name}.stats-after.json"), {})
+    mock = load(os.path.join(raw, f"{name}.mock.json"), {})
+    redis = load(os.path.join(raw, f"{name}.redis.json"), {})
+    conns = load(os.path.join(raw, f"{name}.conns.json"))
+    out = {}
+    if before and after:
+        out["gateway"] = {k: delta(after, before, "gateway", k)
+                          for k in ("hits", "misses", "bypasses", "upstream_calls", "coalesced",
+                                    "not_stored")}
+        out["cache"] = {k: delta(after, before, "cache", k)
+                        for k in ("hits_memory", "hits_redis", "misses", "stores",
+                                  "redis_errors", "redis_writes", "redis_writes_dropped")}
+        out["client"] = {k: delta(after, before, "client", k)
+                         for k in ("calls", "attempts", "retries", "rejected", "errors_4xx",
+                                   "errors_429", "errors_5xx", "errors_transport",
+                                   "errors_timeout")}
+    if isinstance(mock.get("before"), int) and isinstance(mock.get("after"), int):
+        # Each probe is one call of its own (the later one), hence the - 1.
+        out["mock_calls"] = mock["after"] - mock["before"] - 1
+    if isinstance(redis.get("before"), int) and isinstance(redis.get("after"), int):
+        out["redis_gets"] = redis["after"] - redis["before"]
+    if conns:
+        out["conns"] = {k: v for k, v in conns.items() if k != "counts"}
+    return out
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    meta = load(args.meta)
+    raw = args.raw
+    pool = meta.get("pool_max_idle_per_host") or 30
+    lines, checks = [], []
+
+    def check(ok: bool, text: str):
+        checks.append({"ok": bool(ok), "check": text})
+
+    w = {}
+    for win in meta["windows"]:
+        w[win["name"]] = {**win, **oha_figures(os.path.join(raw, f"{win['name']}.oha.json")),
+                          **window_extras(raw, win["name"])}
+
+    bar = "=" * 94
+    lines.append(f"{'=' * 20} groundwork: LLM proxy, POST /v1/chat/completions {'=' * 24}")
+    lines.append(f"run {meta['stamp']}, commit {meta['commit']}{' (dirty tree)' if meta['dirty'] else ''}, "
+                 f"nproc {meta['nproc']}, oha {meta['oha_version']}, Redis {meta['redis_version']}")
+    lines.append(f"server {meta['server_bin']} (built {meta['server_built']})")
+    lines.append(f"mock   {meta['mock_bin']} (built {meta['mock_built']}), --latency-ms "
+                 f"{meta['mock_latency_ms']}, {meta['mock_threads']}")
+    lines.append(f"ONE machine, {meta['nproc']} cores shared by the load generator (oha), the proxy, "
+                 f"the mock upstream and Redis: a lower bound, noisy; loopback only.")
+    lines.append(f"load: oha -q RATE -z {meta['duration']}s -c {meta['connections']} "
+                 f"--latency-correction -w, keep-alive; {meta['warmup']} s warm-up at the same rate "
+                 f"discarded before each window; body {meta['body_bytes']} bytes, temperature 0")
+    lines.append("")
+
+    hc = meta.get("header_check", {})
+    lines.append(f"x-groundwork-cache check (curl, before the load): "
+                 f"{'as expected' if hc.get('ok') else 'NOT as expected'}")
+    for row in hc.get("rows", []):
+        lines.append(f"  {row}")
+    check(hc.get("ok"), "x-groundwork-cache headers as expected (MISS, HIT, BYPASS; HIT from Redis on B)")
+    lines.append("")
+
+    # 1. miss overhead
+    lines.append(f"1. MISS OVERHEAD: mock answers after {meta['mock_latency_ms']} ms; (a) oha -> mock directly, "
+                 f"(b) oha -> groundwork A -> mock with x-groundwork-cache: bypass (every request goes upstream)")
+    lines.append(f"  {'rate':>6}  {'path':<9} {'achieved':>9} {'p50':>10} {'p90':>10} {'p99':>10} "
+                 f"{'p99.9':>10} {'max':>10} {'non-2xx':>8} {'no answer':>9}")
+    for rate in meta["rates"]:
+        a, b = w.get(f"direct-{rate}", {}), w.get(f"proxied-{rate}", {})
+        for label, x in (("(a) direct", a), ("(b) proxy", b)):
+            if x.get("missing"):
+                lines.append(f"  {rate:>4}/s  {label:<9} no oha results")
+                continue
+            lines.append(f"  {rate:>4}/s  {label:<9} {x['achieved_rps']:>7.0f}/s {fmt_ms(x['p50_ms']):>10} "
+                         f"{fmt_ms(x['p90_ms']):>10} {fmt_ms(x['p99_ms']):>10} {fmt_ms(x['p99.9_ms']):>10} "
+                         f"{fmt_ms(x['max_ms']):>10} {x['non_2xx']:>8} {x['no_response']:>9}")
+        if a.get("missing") or b.get("missing"):
+            check(False, f"{rate}/s: both windows measured")
+            continue
+        add50, add99 = b["p50_ms"] - a["p50_ms"], b["p99_ms"] - a["p99_ms"]
+        lines.append(f"  {rate:>4}/s  ADDED (b - a): p50 {fmt_ms(add50, True)}, p99 {fmt_ms(add99, True)}, "
+                     f"p99.9 {fmt_ms(b['p99.9_ms'] - a['p99.9_ms'], True)}, mean {fmt_ms(b['mean_ms'] - a['mean_ms'], True)}"
+                     f"   (differences of the percentiles, not percentiles of the differences)")
+        g, c = b.get("gateway", {}), b.get("conns", {})
+        lines.append(f"          upstream in (b): {g.get('upstream_calls', 'n/a')} calls (gateway), "
+                     f"{b.get('mock_calls', 'n/a')} (mock's counter), {b['responses']} responses to oha; "
+                     f"mix HIT {g.get('hits', 'n/a')} / MISS {g.get('misses', 'n/a')} / BYPASS {g.get('bypasses', 'n/a')}; "
+                     f"client errors {sum(v for k, v in b.get('client', {}).items() if k.startswith('errors') or k == 'rejected')}, "
+                     f"retries {b.get('client', {}).get('retries', 'n/a')}")
+        if c:
+            lines.append(f"          upstream TCP connections (ESTABLISHED to the mock's port, sampled every "
+                         f"{c['interval_s'] * 1000:.0f} ms, {c['samples']} samples): peak {c['peak']}, mean {c['mean']}, "
+                         f"distinct {c['distinct']}, closed in the window {c['closed']}; pool keeps {pool} idle per host")
+        errs = a["non_2xx"] + a["no_response"] + b["non_2xx"] + b["no_response"]
+        check(errs == 0, f"{rate}/s: 0 errors (non-2xx or no answer), direct and proxied (got {errs})")
+        check(add50 <= 0.5, f"{rate}/s: added p50 <= 0.5 ms (got {add50:+.3f} ms)")
+        check(add99 <= 2.0, f"{rate}/s: added p99 <= 2 ms (got {add99:+.3f} ms)")
+        if c:
+            check(c["peak"] <= pool and c["distinct"] <= pool,
+                  f"{rate}/s: upstream connections <= pool size {pool} (peak {c['peak']}, distinct {c['distinct']})")
+        else:
+            check(False, f"{rate}/s: upstream connections sampled")
+    lines.append("")
+
+    # 2. hits
+    lines.append(f"2. CACHE HITS at {meta['hit_rate']}/s, the same body every time (cached before the window)")
+    lines.append(f"  {'level':<44} {'achieved':>9} {'p50':>10} {'p90':>10} {'p99':>10} "
+                 f"{'p99.9':>10} {'max':>10} {'non-2xx':>8} {'no answer':>9}")
+    goals = {"hits-memory": 1.0, "hits-redis": 3.0}
+    for name, label in (("hits-memory", "memory (A, 256 MB in memory)"),
+                        ("hits-redis", "Redis (B, GROUNDWORK_LLM_CACHE_MEMORY_MB=0)")):
+        x = w.get(name, {})
+        if not x or x.get("missing"):
+            lines.append(f"  {label:<44} no oha results")
+            check(False, f"{name}: measured")
+            continue
+        lines.append(f"  {label:<44} {x['achieved_rps']:>7.0f}/s {fmt_ms(x['p50_ms']):>10} {fmt_ms(x['p90_ms']):>10} "
+                     f"{fmt_ms(x['p99_ms']):>10} {fmt_ms(x['p99.9_ms']):>10} {fmt_ms(x['max_ms']):>10} "
+                     f"{x['non_2xx']:>8} {x['no_response']:>9}")
+        g, cache = x.get("gateway", {}), x.get("cache", {})
+        up = g.get("upstream_calls")
+        lines.append(f"    x-groundwork-cache mix (server counters): HIT {g.get('hits', 'n/a')} / "
+                     f"MISS {g.get('misses', 'n/a')} / BYPASS {g.get('bypasses', 'n/a')} of {x['responses']} responses; "
+                     f"upstream calls: {up if up is not None else 'n/a'} (gateway), {x.get('mock_calls', 'n/a')} (mock's counter)")
+        lines.append(f"    hits served from: memory {cache.get('hits_memory', 'n/a')}, Redis {cache.get('hits_redis', 'n/a')}"
+                     f" (waiters of one Redis read count once each); Redis GET commands in the window "
+                     f"(whole Redis server): {x.get('redis_gets', 'n/a')}; Redis read errors {cache.get('redis_errors', 'n/a')}")
+        errs = x["non_2xx"] + x["no_response"]
+        check(errs == 0, f"{name}: 0 errors (got {errs})")
+        check(x["p99_ms"] < goals[name], f"{name}: p99 < {goals[name]:g} ms (got {x['p99_ms']:.3f} ms)")
+        check(up == 0 and x.get("mock_calls") == 0,
+              f"{name}: 0 upstream calls (gateway {up}, mock {x.get('mock_calls')})")
+        check(g.get("hits") == x["responses"] and x["responses"] > 0,
+              f"{name}: every answer a HIT ({g.get('hits')} of {x['responses']})")
+        if name == "hits-redis":
+            check(cache.get("hits_memory") == 0 and (cache.get("hits_redis") or 0) > 0,
+                  f"hits-redis: every hit from Redis, none from B's 1-byte memory level "
+                  f"(memory {cache.get('hits_memory')}, Redis {cache.get('hits_redis')})")
+    lines.append("")
+    lines.append("3. Redis black-holed: not measured here (covered by the Redis level tests).")
+    lines.append("")
+    failed = [c for c in checks if not c["ok"]]
+    lines.append("checks (goals):")
+    for c in checks:
+        lines.append(f"  [{'PASS' if c['ok'] else 'MISS'}] {c['check']}")
+    lines.append(f"{len(checks) - len(failed)} of {len(checks)} checks hold" +
+                 (f"; {len(failed)} MISSED" if failed else ""))
+    lines.append(f"raw data: {raw}")
+    lines.append(bar)
+    text = "\n".join(lines) + "\n"
+    with open(args.out, "w") as f:
+        f.write(text)
+    with open(args.json, "w") as f:
+        json.dump({"meta": meta, "windows": w, "checks": checks}, f, indent=2)
+    sys.stdout.write(text)
+    return 1 if failed else 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("wait")
+    s.add_argument("url")
+    s.add_argument("pid", type=int)
+    s.add_argument("--timeout", type=float, default=60)
+    s = sub.add_parser("conns")
+    s.add_argument("--port", type=int, required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--interval", type=float, default=0.05)
+    s = sub.add_parser("report")
+    s.add_argument("--raw", required=True)
+    s.add_argument("--meta", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--json", required=True)
+    args = p.parse_args()
+    return {"wait": cmd_wait, "conns": cmd_conns, "report": cmd_report}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+//! Retries: only retryable errors are retried, attempts and budget bound them, and the tower
+//! layer behaves like the function. Time is paused (tokio's test clock), so backoff delays
+//! cost nothing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use groundwork_core::{Classify, ErrorKind};
+use groundwork_resilience::layer::RetryLayer;
+use groundwork_resilience::{RetryBudget, RetryPolicy};
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+struct Failure(ErrorKind);
+
+impl Classify for Failure {
+    fn kind(&self) -> ErrorKind {
+        self.0
+    }
+}
+
+fn policy() -> RetryPolicy {
+    RetryPolicy::new()
+        .max_attempts(4)
+        .base_delay(Duration::from_millis(100))
+}
+
+#[tokio::test(start_paused = true)]
+async fn retryable_errors_are_retried_until_the_attempts_run_out() {
+    let calls = AtomicU32::new(0);
+    let result: Result<(), Failure> = policy()
+        .run(|| async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(Failure(ErrorKind::Unavailable))
+        })
+        .await;
+    assert!(result.is_err());
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn other_errors_are_returned_at_once() {
+    for kind in [ErrorKind::NotFound, ErrorKind::Invalid, ErrorKind::Internal] {
+        let calls = AtomicU32::new(0);
+        let result: Result<(), Failure> = policy()
+            .run(|| async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(Failure(kind))
+            })
+            .await;
+        assert_eq!(result.err().map(|e| e.0), Some(kind));
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "{kind} must not be retried"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_success_after_failures_is_returned() {
+    let calls = AtomicU32::new(0);
+    let started = tokio::time::Instant::now();
+    let result = policy()
+        .run(|| async {
+            if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                Err(Failure(ErrorKind::Unavailable))
+            } else {
+                Ok("answer")
+            }
+        })
+        .await;
+    assert_eq!(result.ok(), Some("answer"));
+    // Two delays, under ceilings of 100 and 200 ms.
+    assert!(started.elapsed() <= Duration::from_millis(300));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_caps_retries_across_calls() {
+    // 10 % of calls may be retried, no floor: 20 failing calls get about 2 retries in all.
+    let budget = RetryBudget::new(0.1, 0);
+    let policy = policy().budget(budget);
+    let calls = AtomicU32::new(0);
+    for _ in 0..20 {
+        let _: Result<(), Failure> = policy
+            .run(|| async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(Failure(ErrorKind::Unavailable))
+            })
+            .await;
+    }
+    let retries = calls.load(Ordering::SeqCst) - 20;
+    assert!(
+        retries <= 3,
+        "{retries} retries for 20 calls at a 10 % budget"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_tower_layer_retries_retryable_errors_only() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = Arc::clone(&calls);
+    let mut service = ServiceBuilder::new()
+        .layer(RetryLayer::new(policy()))
+        .service_fn(move |kind: ErrorKind| {
+            let counter = Arc::clone(&counter);
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>(Failure(kind))
+            }
+        });
+    let Ok(ready) = service.ready().await else {
+        panic!("service not ready");
+    };
+    let call = ready.call(ErrorKind::Unavailable);
+    assert!(call.await.is_err());
+    assert_eq!(calls.swap(0, Ordering::SeqCst), 4);
+
+    let Ok(ready) = service.ready().await else {
+        panic!("service not ready");
+    };
+    assert!(ready.call(ErrorKind::Conflict).await.is_err());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}

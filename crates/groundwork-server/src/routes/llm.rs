@@ -1,0 +1,244 @@
+//! `POST /v1/chat/completions`: the OpenAI-compatible caching proxy; `/api/v1/llm-cache`:
+//! its statistics and flush.
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use futures_util::StreamExt as _;
+use groundwork_llm::client::LlmError;
+use groundwork_llm::gateway::{ChatReply, ChatRequest, GatewayError};
+use groundwork_llm::policy::{CachePolicy, CacheStatus};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::app::AppState;
+use crate::auth::Actor;
+use crate::error::ApiError;
+use crate::extract::ApiQuery;
+
+/// The response header saying where an answer came from.
+pub const CACHE_HEADER: &str = "x-groundwork-cache";
+
+fn header(headers: &HeaderMap, name: &str) -> Result<Option<String>, ApiError> {
+    headers
+        .get(name)
+        .map(|v| {
+            v.to_str()
+                .map(str::to_owned)
+                .map_err(|_| ApiError::bad_request(format!("{name} must be visible ASCII")))
+        })
+        .transpose()
+}
+
+fn with_cache_header(mut response: Response, cache: CacheStatus) -> Response {
+    response
+        .headers_mut()
+        .insert(CACHE_HEADER, HeaderValue::from_static(cache.as_str()));
+    response
+}
+
+/// OpenAI-compatible chat completions through the response cache: streaming (`"stream":
+/// true`, `text/event-stream`) and not. Every answer carries `x-groundwork-cache: HIT`,
+/// `MISS` or `BYPASS`; upstream errors are passed on with their status and body. Request
+/// headers: `x-groundwork-cache: bypass|refresh`, `x-groundwork-cache-ttl: <seconds>`,
+/// `Cache-Control: no-store|no-cache`.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "llm",
+    request_body(content = Object, description = "An OpenAI chat completions request"),
+    responses(
+        (status = 200, description = "A completion (JSON) or a stream of chunks (text/event-stream)"),
+        (status = 400, description = "Malformed JSON or cache directives", body = crate::error::ErrorBody),
+        (status = 503, description = "No upstream configured, or it cannot be reached", body = crate::error::ErrorBody),
+    ))]
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match answer(&state, &actor, &headers, &body).await {
+        Ok(response) => response,
+        Err((error, cache)) => with_cache_header(error.into_response(), cache),
+    }
+}
+
+async fn answer(
+    state: &AppState,
+    actor: &Actor,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, (ApiError, CacheStatus)> {
+    let bypass = CacheStatus::Bypass;
+    let Some(gateway) = &state.llm else {
+        return Err((
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no LLM upstream is configured (set GROUNDWORK_LLM_BASE_URL)",
+            ),
+            bypass,
+        ));
+    };
+    let request: Value = serde_json::from_slice(body).map_err(|e| {
+        (
+            ApiError::bad_request(format!("invalid JSON body: {e}")),
+            bypass,
+        )
+    })?;
+    if !request.is_object() {
+        return Err((
+            ApiError::bad_request("the request body must be a JSON object"),
+            bypass,
+        ));
+    }
+    let policy = CachePolicy::from_headers(
+        header(headers, "x-groundwork-cache")
+            .map_err(|e| (e, bypass))?
+            .as_deref(),
+        header(headers, "x-groundwork-cache-ttl")
+            .map_err(|e| (e, bypass))?
+            .as_deref(),
+        header(headers, CACHE_CONTROL.as_str())
+            .map_err(|e| (e, bypass))?
+            .as_deref(),
+    )
+    .map_err(|e| (ApiError::bad_request(e.to_string()), bypass))?;
+    let reply = gateway
+        .chat(ChatRequest {
+            tenant: actor.name().to_owned(),
+            body: request,
+            policy,
+        })
+        .await;
+    match reply {
+        Ok(ChatReply::Json {
+            status,
+            content_type,
+            body,
+            cache,
+        }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            let content_type = HeaderValue::from_str(&content_type)
+                .unwrap_or(HeaderValue::from_static("application/json"));
+            Ok(with_cache_header(
+                (status, [(CONTENT_TYPE, content_type)], body).into_response(),
+                cache,
+            ))
+        }
+        Ok(ChatReply::Stream { frames, cache }) => {
+            // An error item aborts the body: the client sees a cut stream, never a complete
+            // one with a missing end.
+            let body = Body::from_stream(
+                frames.map(|frame| frame.map_err(|err| std::io::Error::other(err.to_string()))),
+            );
+            Ok(with_cache_header(
+                (
+                    [
+                        (CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
+                        (CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+                    ],
+                    body,
+                )
+                    .into_response(),
+                cache,
+            ))
+        }
+        Err(GatewayError::BadRequest(message)) => Err((ApiError::bad_request(message), bypass)),
+        Err(GatewayError::Upstream { error, cache }) => match &*error {
+            // The upstream's own answer, passed on as it came.
+            LlmError::Upstream {
+                status,
+                body,
+                content_type,
+                ..
+            } => {
+                let content_type = content_type
+                    .as_deref()
+                    .and_then(|c| HeaderValue::from_str(c).ok())
+                    .unwrap_or(HeaderValue::from_static("application/json"));
+                let status =
+                    StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+                Ok(with_cache_header(
+                    (status, [(CONTENT_TYPE, content_type)], body.clone()).into_response(),
+                    cache,
+                ))
+            }
+            other => {
+                tracing::warn!(error = %crate::error::error_chain(other), "LLM upstream failed");
+                Err((
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("the LLM upstream failed: {other}"),
+                    ),
+                    cache,
+                ))
+            }
+        },
+    }
+}
+
+/// The LLM cache's figures.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LlmCacheView {
+    /// Whether an upstream is configured.
+    pub configured: bool,
+    /// Response cache counters (memory and Redis levels).
+    #[schema(value_type = Option<Object>)]
+    pub cache: Option<groundwork_llm::cache::ResponseCacheStats>,
+    /// Proxy counters: hits, misses, bypasses, upstream calls, coalesced misses.
+    #[schema(value_type = Option<Object>)]
+    pub gateway: Option<groundwork_llm::gateway::GatewayStats>,
+    /// Upstream client counters.
+    #[schema(value_type = Option<Object>)]
+    pub client: Option<groundwork_llm::client::LlmClientStats>,
+}
+
+/// LLM response cache statistics.
+#[utoipa::path(get, path = "/llm-cache", tag = "llm",
+    responses((status = 200, description = "Statistics", body = LlmCacheView)))]
+pub async fn stats(State(state): State<AppState>) -> Json<LlmCacheView> {
+    Json(match &state.llm {
+        Some(gateway) => LlmCacheView {
+            configured: true,
+            cache: Some(gateway.cache().stats()),
+            gateway: Some(gateway.stats()),
+            client: Some(gateway.client().stats()),
+        },
+        None => LlmCacheView {
+            configured: false,
+            cache: None,
+            gateway: None,
+            client: None,
+        },
+    })
+}
+
+/// Which entries to flush.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct FlushQuery {
+    /// Only this tenant's entries (the API key name, `anonymous` without keys); all when
+    /// absent.
+    pub namespace: Option<String>,
+}
+
+/// What a flush removed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Flushed {
+    /// Entries removed from memory (Redis entries expire by their TTL).
+    pub flushed: usize,
+}
+
+/// Flushes the in-memory LLM cache, for one namespace or all.
+#[utoipa::path(delete, path = "/llm-cache", tag = "llm", params(FlushQuery),
+    responses((status = 200, description = "Flushed", body = Flushed)))]
+pub async fn flush(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<FlushQuery>,
+) -> Json<Flushed> {
+    let flushed = state.llm.as_ref().map_or(0, |gateway| {
+        gateway.cache().flush(query.namespace.as_deref())
+    });
+    Json(Flushed { flushed })
+}

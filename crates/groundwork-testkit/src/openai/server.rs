@@ -1,0 +1,154 @@
+//! The HTTP side of the fake: one accept task owns the listener and, in a [`JoinSet`], one
+//! task per connection, served by hyper's HTTP/1.1 server with an axum router.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse as _, Response};
+use axum::routing::post;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use super::completion::{Chat, error_body};
+use super::{Plan, Shared};
+
+/// The pause after a failed `accept` (out of file descriptors, for instance).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(10);
+
+/// Accepts connections and serves each in its own task, until aborted.
+pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let router = Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .with_state(Arc::clone(&shared));
+    let http = hyper::server::conn::http1::Builder::new();
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    shared.connections.fetch_add(1, Ordering::Relaxed);
+                    // Events must leave at once, not wait for the previous one's ACK.
+                    let _ = stream.set_nodelay(true);
+                    let connection = http.serve_connection(
+                        TokioIo::new(stream),
+                        TowerToHyperService::new(router.clone()),
+                    );
+                    connections.spawn(async move {
+                        // Errors (a client gone, a cut stream) just end the connection.
+                        let _ = connection.await;
+                    });
+                }
+                Err(_) => tokio::time::sleep(ACCEPT_PAUSE).await,
+            },
+            Some(_) = connections.join_next() => {}
+        }
+    }
+}
+
+/// `POST /v1/chat/completions`.
+async fn chat_completions(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let plan = shared.plan();
+    let request = serde_json::from_slice::<Value>(&body).ok();
+    let chat = Chat::parse(request.as_ref());
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    shared.record(request, authorization);
+
+    if !plan.latency.is_zero() {
+        tokio::time::sleep(plan.latency).await;
+    }
+    if let Some((status, retry_after)) = plan.failure {
+        let message = format!("Mock failure: {status}.");
+        let mut response = json_response(status, error_body(status.as_u16(), &message));
+        if let Some(retry_after) = retry_after {
+            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        return response;
+    }
+    match chat {
+        Err(message) => json_response(StatusCode::BAD_REQUEST, error_body(400, message)),
+        Ok(chat) if chat.stream => stream_response(&chat, &plan),
+        Ok(chat) => json_response(StatusCode::OK, chat.completion(plan.call)),
+    }
+}
+
+/// A JSON answer.
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// A stream's progress.
+struct Streaming {
+    events: std::vec::IntoIter<Bytes>,
+    sent: usize,
+    plan: Plan,
+}
+
+/// A `text/event-stream` answer, paced and cut as `plan` says.
+fn stream_response(chat: &Chat, plan: &Plan) -> Response {
+    let streaming = Streaming {
+        events: chat.events(plan.call, plan.chunks).into_iter(),
+        sent: 0,
+        plan: *plan,
+    };
+    let events = futures_util::stream::unfold(Some(streaming), |streaming| async move {
+        let mut streaming = streaming?;
+        if streaming.events.len() == 0 {
+            return None;
+        }
+        if streaming.plan.cut_after == Some(streaming.sent) {
+            // Let hyper flush what it buffered (the headers, the events so far) before the
+            // error makes it close the connection without ending the chunked body.
+            tokio::task::yield_now().await;
+            return Some((Err(io::Error::other("stream cut by the mock")), None));
+        }
+        let event = streaming.events.next()?;
+        let delay = if streaming.sent == 0 {
+            streaming.plan.first_byte_delay
+        } else {
+            streaming.plan.chunk_delay
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        streaming.sent += 1;
+        Some((Ok(event), Some(streaming)))
+    });
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        Body::from_stream(events),
+    )
+        .into_response()
+}
