@@ -4,18 +4,23 @@
   wait URL PID                 until URL answers 200 (exits 1 if process PID ends first)
   conns --port P --out F       samples the TCP connections to 127.0.0.1:P every --interval s
                                until SIGTERM/SIGINT, then writes what it saw as JSON
+  ttfb --direct URL --proxied URL --n N --out F
+                               time to the first SSE event of N streaming requests on each
+                               path, alternating, one keep-alive connection per path
   report --raw DIR --meta F --out TXT --json J
                                builds the summary from the raw files of a run; exit 1 when a
                                goal is missed
 """
 
 import argparse
+import http.client
 import json
 import os
 import signal
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # ignore *_proxy
@@ -42,6 +47,54 @@ def cmd_wait(args: argparse.Namespace) -> int:
         time.sleep(0.1)
     print(f"no 200 from {args.url} within {args.timeout} s", file=sys.stderr)
     return 1
+
+
+# --- ttfb ----------------------------------------------------------------------------------
+def first_event_ms(conn: http.client.HTTPConnection, path: str, body: bytes, headers: dict) -> float:
+    """Sends one streaming request; milliseconds until the first `data:` line arrives. The
+    rest of the stream is read (and thrown away) so the connection can be reused."""
+    started = time.perf_counter()
+    conn.request("POST", path, body=body, headers=headers)
+    resp = conn.getresponse()
+    if resp.status != 200:
+        raise RuntimeError(f"{path}: status {resp.status}")
+    seen = b""
+    while b"data:" not in seen:
+        chunk = resp.read1(65536)
+        if not chunk:
+            raise RuntimeError(f"{path}: stream ended before its first event")
+        seen += chunk
+    elapsed = (time.perf_counter() - started) * 1000
+    resp.read()
+    return elapsed
+
+
+def pct(values: list, q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
+
+
+def cmd_ttfb(args: argparse.Namespace) -> int:
+    body = json.dumps({"model": "m", "temperature": 0, "stream": True,
+                       "messages": [{"role": "user", "content": "ttfb"}]}).encode()
+    headers = {"content-type": "application/json", "x-groundwork-cache": "bypass"}
+    paths = {}
+    for name, url in (("direct", args.direct), ("proxied", args.proxied)):
+        u = urllib.parse.urlsplit(url)
+        paths[name] = (http.client.HTTPConnection(u.hostname, u.port, timeout=30), u.path)
+    times = {"direct": [], "proxied": []}
+    for i in range(args.warmup + args.n):
+        order = ("direct", "proxied") if i % 2 == 0 else ("proxied", "direct")
+        for name in order:
+            conn, path = paths[name]
+            ms = first_event_ms(conn, path, body, headers)
+            if i >= args.warmup:
+                times[name].append(ms)
+    out = {name: {"n": len(v), "p50_ms": pct(v, 50), "p90_ms": pct(v, 90), "p99_ms": pct(v, 99),
+                  "max_ms": max(v)} for name, v in times.items()}
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=2)
+    return 0
 
 
 # --- conns ---------------------------------------------------------------------------------
@@ -315,7 +368,22 @@ def cmd_report(args: argparse.Namespace) -> int:
                   f"hits-redis: every hit from Redis, none from B's 1-byte memory level "
                   f"(memory {cache.get('hits_memory')}, Redis {cache.get('hits_redis')})")
     lines.append("")
-    lines.append("3. Redis black-holed: not measured here (covered by the Redis level tests).")
+    t = load(os.path.join(raw, "ttfb.json"))
+    lines.append("3. STREAMING MISS, time to the first SSE event (closed loop, one request at a time, "
+                 "direct and proxied alternating, x-groundwork-cache: bypass)")
+    if t and "direct" in t and "proxied" in t:
+        a, b = t["direct"], t["proxied"]
+        for label, x in (("(a) direct", a), ("(b) proxy", b)):
+            lines.append(f"  {label:<12} n {x['n']:>5}  p50 {fmt_ms(x['p50_ms']):>10}  p90 {fmt_ms(x['p90_ms']):>10}  "
+                         f"p99 {fmt_ms(x['p99_ms']):>10}  max {fmt_ms(x['max_ms']):>10}")
+        add50, add99 = b["p50_ms"] - a["p50_ms"], b["p99_ms"] - a["p99_ms"]
+        lines.append(f"  ADDED (b - a): p50 {fmt_ms(add50, True)}, p99 {fmt_ms(add99, True)}")
+        check(add50 <= 1.0, f"streaming: added time to first event p50 <= 1 ms (got {add50:+.3f} ms)")
+    else:
+        lines.append("  not measured")
+        check(False, "streaming: time to first event measured")
+    lines.append("")
+    lines.append("4. Redis black-holed: not measured here (covered by the Redis level tests).")
     lines.append("")
     failed = [c for c in checks if not c["ok"]]
     lines.append("checks (goals):")
@@ -345,13 +413,19 @@ def main() -> int:
     s.add_argument("--port", type=int, required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--interval", type=float, default=0.05)
+    s = sub.add_parser("ttfb")
+    s.add_argument("--direct", required=True)
+    s.add_argument("--proxied", required=True)
+    s.add_argument("--n", type=int, default=1000)
+    s.add_argument("--warmup", type=int, default=50)
+    s.add_argument("--out", required=True)
     s = sub.add_parser("report")
     s.add_argument("--raw", required=True)
     s.add_argument("--meta", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--json", required=True)
     args = p.parse_args()
-    return {"wait": cmd_wait, "conns": cmd_conns, "report": cmd_report}[args.cmd](args)
+    return {"wait": cmd_wait, "conns": cmd_conns, "ttfb": cmd_ttfb, "report": cmd_report}[args.cmd](args)
 
 
 if __name__ == "__main__":

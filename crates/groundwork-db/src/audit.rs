@@ -58,6 +58,26 @@ pub(crate) struct AuditRecord<'a> {
     pub(crate) details: Value,
 }
 
+/// An audit entry to write (see [`Audit::record_once`]), as carried by an `audit.log`
+/// message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewAuditEntry {
+    /// Who did it.
+    pub actor: String,
+    /// What was done (`execution.running`, ...).
+    pub action: String,
+    /// The kind of entity.
+    pub entity_type: String,
+    /// The entity's identity.
+    pub entity_id: Option<String>,
+    /// Anything else worth keeping.
+    #[serde(default)]
+    pub details: Value,
+    /// When it happened (default: when it is written).
+    #[serde(default)]
+    pub at: Option<DateTime<Utc>>,
+}
+
 /// Audit log access. Reached through [`Database::audit`].
 #[derive(Debug, Clone, Copy)]
 pub struct Audit<'a> {
@@ -103,6 +123,44 @@ impl<'a> Audit<'a> {
             .await
         })?;
         Ok(entry)
+    }
+
+    /// Records an entry carried by message `message_id`, once per `consumer`: the entry and
+    /// the consumer's inbox row are written in one transaction, so a redelivered message
+    /// writes nothing. Returns whether the entry was written.
+    ///
+    /// # Errors
+    /// As [`Audit::record`].
+    pub async fn record_once(
+        &self,
+        consumer: &str,
+        message_id: &str,
+        entry: &NewAuditEntry,
+    ) -> Result<bool> {
+        validate::text("actor", &entry.actor, validate::limits::NAME)?;
+        validate::text("action", &entry.action, validate::limits::NAME)?;
+        validate::text("entity_type", &entry.entity_type, validate::limits::TYPE)?;
+        validate::optional_text("entity_id", entry.entity_id.as_deref(), validate::limits::NAME)?;
+        validate::json("details", &entry.details)?;
+        let at = entry.at.map_or_else(now, crate::database::to_micros);
+        crate::database::in_tx!(self.db, |tx, _pg| {
+            let first = crate::queue::inbox_first!(tx, consumer, message_id);
+            if first {
+                sqlx::query(
+                    "INSERT INTO audit_log (actor, action, entity_type, entity_id, details, at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&entry.actor)
+                .bind(&entry.action)
+                .bind(&entry.entity_type)
+                .bind(entry.entity_id.as_deref())
+                .bind(Json(&entry.details))
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            first
+        })
     }
 
     /// Entries matching `filter`, newest first.

@@ -55,6 +55,7 @@ pub mod agents;
 pub mod audit;
 pub mod changes;
 pub mod prompts;
+pub mod queue;
 pub mod sessions;
 pub mod tools;
 pub mod users;
@@ -62,7 +63,7 @@ pub mod views;
 pub mod workflows;
 
 pub use agents::{Agent, AgentFilter, AgentPatch, AgentStatus, Agents, NewAgent};
-pub use audit::{Audit, AuditEntry, AuditFilter};
+pub use audit::{Audit, AuditEntry, AuditFilter, NewAuditEntry};
 pub use changes::{
     CHANGE_CHANNEL, Change, ChangeBatch, ChangeEvent, ChangeListener, Changes, Entity, Op,
 };
@@ -70,6 +71,10 @@ pub use database::{BackendKind, Database, DatabaseOptions, now, redact_password}
 pub use error::{DbError, Result};
 pub use page::{Listing, Page};
 pub use prompts::{NewPrompt, Prompt, PromptFilter, PromptPatch, Prompts};
+pub use queue::{
+    ClaimedJob, DeadJob, Inbox, JOBS_CHANNEL, JobCounts, JobListener, Jobs, NewMessage, Outbox,
+    OutboxRow,
+};
 pub use sessions::{NewSession, Session, Sessions};
 pub use supervisor::{HealthCheck, PoolStats};
 pub use tools::{AgentTool, AttachedTool, Attachment, NewTool, Tool, ToolFilter, ToolPatch, Tools};
@@ -140,6 +145,24 @@ impl Database {
     #[must_use]
     pub fn views(&self) -> Views<'_> {
         Views::new(self)
+    }
+
+    /// The rows of the database-backed job queue.
+    #[must_use]
+    pub fn jobs(&self) -> Jobs<'_> {
+        Jobs::new(self)
+    }
+
+    /// The transactional outbox.
+    #[must_use]
+    pub fn outbox(&self) -> Outbox<'_> {
+        Outbox::new(self)
+    }
+
+    /// The consumers' record of processed message ids.
+    #[must_use]
+    pub fn inbox(&self) -> Inbox<'_> {
+        Inbox::new(self)
     }
 
     /// The change log of agents, tools, agent_tools and prompts.

@@ -10,6 +10,7 @@ use crate::audit::{AuditRecord, record_audit};
 use crate::database::{in_tx, now, on_pool};
 use crate::error::{DbError, Result};
 use crate::page::{Listing, Page};
+use crate::queue::{NewMessage, stage_outbox};
 use crate::validate::{self, limits};
 
 /// A workflow.
@@ -269,8 +270,8 @@ fn name_taken(err: sqlx::Error, name: &str) -> DbError {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ExecutionStatus {
-    /// Queued, not started.
-    Pending,
+    /// Accepted and queued for a worker, not started.
+    Queued,
     /// A worker is running it.
     Running,
     /// Finished with an output.
@@ -286,7 +287,7 @@ impl ExecutionStatus {
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Pending => "pending",
+            Self::Queued => "queued",
             Self::Running => "running",
             Self::Completed => "completed",
             Self::Failed => "failed",
@@ -297,8 +298,8 @@ impl ExecutionStatus {
     /// The states an execution may move to this one from.
     fn allowed_from(self) -> &'static [&'static str] {
         match self {
-            Self::Pending => &[],
-            Self::Running => &["pending", "retrying"],
+            Self::Queued => &[],
+            Self::Running => &["queued", "retrying"],
             Self::Completed | Self::Failed | Self::Retrying => &["running"],
         }
     }
@@ -309,7 +310,7 @@ impl TryFrom<String> for ExecutionStatus {
 
     fn try_from(value: String) -> Result<Self> {
         Ok(match value.as_str() {
-            "pending" => Self::Pending,
+            "queued" => Self::Queued,
             "running" => Self::Running,
             "completed" => Self::Completed,
             "failed" => Self::Failed,
@@ -389,7 +390,7 @@ impl<'a> Executions<'a> {
         Self { db }
     }
 
-    /// Creates a pending execution of workflow `workflow_id` with `input`.
+    /// Creates a queued execution of workflow `workflow_id` with `input`, and its audit entry.
     ///
     /// # Errors
     /// [`DbError::NotFound`] when the workflow does not exist.
@@ -405,7 +406,7 @@ impl<'a> Executions<'a> {
             workflow.ok_or_else(|| DbError::not_found("workflow", workflow_id))?;
             let execution = sqlx::query_as::<_, Execution>(concat!(
                 "INSERT INTO executions (workflow_id, status, input, attempts, created_at, ",
-                "updated_at) VALUES ($1, 'pending', $2, 0, $3, $3) RETURNING ",
+                "updated_at) VALUES ($1, 'queued', $2, 0, $3, $3) RETURNING ",
                 execution_columns!()
             ))
             .bind(workflow_id)
@@ -423,6 +424,45 @@ impl<'a> Executions<'a> {
                     details: json!({ "workflow_id": workflow_id }),
                 }
             );
+            execution
+        })?;
+        Ok(execution)
+    }
+
+    /// Creates a queued execution of workflow `workflow_id` with `input` and, in the same
+    /// transaction, stages the outbox messages `messages` builds from it (the job that runs
+    /// it, its audit event): the execution exists exactly when its messages will be
+    /// published.
+    ///
+    /// # Errors
+    /// [`DbError::NotFound`] when the workflow does not exist (nothing is written).
+    pub async fn enqueue(
+        &self,
+        workflow_id: i64,
+        input: &Value,
+        messages: impl FnOnce(&Execution) -> Vec<NewMessage>,
+    ) -> Result<Execution> {
+        validate::json("input", input)?;
+        let at = now();
+        let execution = in_tx!(self.db, |tx, _pg| {
+            let workflow: Option<i64> =
+                sqlx::query_scalar("SELECT id FROM workflows WHERE id = $1")
+                    .bind(workflow_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            workflow.ok_or_else(|| DbError::not_found("workflow", workflow_id))?;
+            let execution = sqlx::query_as::<_, Execution>(concat!(
+                "INSERT INTO executions (workflow_id, status, input, attempts, created_at, ",
+                "updated_at) VALUES ($1, 'queued', $2, 0, $3, $3) RETURNING ",
+                execution_columns!()
+            ))
+            .bind(workflow_id)
+            .bind(Json(input))
+            .bind(at)
+            .fetch_one(&mut *tx)
+            .await?;
+            let staged = messages(&execution);
+            stage_outbox!(tx, &staged, at);
             execution
         })?;
         Ok(execution)
@@ -477,19 +517,37 @@ impl<'a> Executions<'a> {
         Ok(Listing { items, total })
     }
 
-    /// Moves execution `id` to `status`: `running` (from pending or retrying; counts an
+    /// Moves execution `id` to `status`: `running` (from queued or retrying; counts an
     /// attempt), or `completed` / `failed` / `retrying` (from running). `output` is stored on
     /// completion, `error` on failure or retry.
     ///
     /// # Errors
     /// [`DbError::NotFound`] if there is none, [`DbError::Conflict`] for a move the current
-    /// state does not allow, [`DbError::Invalid`] for moving back to `pending`.
+    /// state does not allow, [`DbError::Invalid`] for moving back to `queued`.
     pub async fn transition(
         &self,
         id: i64,
         status: ExecutionStatus,
         output: Option<&Value>,
         error: Option<&str>,
+    ) -> Result<Execution> {
+        self.transition_with(id, status, output, error, |_| Vec::new())
+            .await
+    }
+
+    /// [`Executions::transition`], staging in the same transaction the outbox messages that
+    /// `messages` builds from the updated execution (its audit event, a notification):
+    /// the change and its messages commit together.
+    ///
+    /// # Errors
+    /// As [`Executions::transition`].
+    pub async fn transition_with(
+        &self,
+        id: i64,
+        status: ExecutionStatus,
+        output: Option<&Value>,
+        error: Option<&str>,
+        messages: impl FnOnce(&Execution) -> Vec<NewMessage>,
     ) -> Result<Execution> {
         let from = status.allowed_from();
         if from.is_empty() {
@@ -505,15 +563,15 @@ impl<'a> Executions<'a> {
         let at = now();
         let running = status == ExecutionStatus::Running;
         let finished = matches!(status, ExecutionStatus::Completed | ExecutionStatus::Failed);
-        let updated = on_pool!(self.db, |pool| {
-            sqlx::query_as::<_, Execution>(concat!(
+        let updated = in_tx!(self.db, |tx, _pg| {
+            let updated = sqlx::query_as::<_, Execution>(concat!(
                 "UPDATE executions SET status = $2, ",
                 "attempts = attempts + CASE WHEN $3 THEN 1 ELSE 0 END, ",
                 "started_at = CASE WHEN $3 THEN COALESCE(started_at, $4) ELSE started_at END, ",
                 "finished_at = CASE WHEN $5 THEN $4 ELSE finished_at END, ",
                 "output = COALESCE($6, output), error = CASE WHEN $3 THEN error ELSE $7 END, ",
                 "updated_at = $4 ",
-                "WHERE id = $1 AND status IN ($8, $9) RETURNING ",
+                "WHERE id = $1 AND status IN ($8, $9, $10) RETURNING ",
                 execution_columns!()
             ))
             .bind(id)
@@ -525,8 +583,14 @@ impl<'a> Executions<'a> {
             .bind(error)
             .bind(from[0])
             .bind(from.get(1).copied().unwrap_or(from[0]))
-            .fetch_optional(pool)
-            .await
+            .bind(from.get(2).copied().unwrap_or(from[0]))
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(execution) = &updated {
+                let staged = messages(execution);
+                stage_outbox!(tx, &staged, at);
+            }
+            updated
         })?;
         match updated {
             Some(execution) => Ok(execution),

@@ -2000,7 +2000,7 @@ async fn executions_lifecycle(db: Database) -> anyhow::Result<()> {
     let before = now();
     let e = db.executions().create(ACTOR, w.id, &input).await?;
     assert_eq!(e.workflow_id, w.id);
-    assert_eq!(e.status, ExecutionStatus::Pending);
+    assert_eq!(e.status, ExecutionStatus::Queued);
     assert_eq!(e.input, input);
     assert_eq!(e.output, None);
     assert_eq!(e.error, None);
@@ -2085,7 +2085,7 @@ async fn executions_lifecycle(db: Database) -> anyhow::Result<()> {
 
 async fn executions_illegal_moves(db: Database) -> anyhow::Result<()> {
     let w = db.workflows().create(ACTOR, &workflow("strict")).await?;
-    let pending = db.executions().create(ACTOR, w.id, &json!({})).await?;
+    let queued = db.executions().create(ACTOR, w.id, &json!({})).await?;
     for target in [
         ExecutionStatus::Completed,
         ExecutionStatus::Failed,
@@ -2094,17 +2094,17 @@ async fn executions_illegal_moves(db: Database) -> anyhow::Result<()> {
         expect_err!(
             Conflict,
             db.executions()
-                .transition(pending.id, target, None, Some("x"))
+                .transition(queued.id, target, None, Some("x"))
                 .await
         );
     }
     expect_err!(
         Invalid,
         db.executions()
-            .transition(pending.id, ExecutionStatus::Pending, None, None)
+            .transition(queued.id, ExecutionStatus::Queued, None, None)
             .await
     );
-    assert_eq!(db.executions().get(pending.id).await?, pending);
+    assert_eq!(db.executions().get(queued.id).await?, queued);
 
     let done = db.executions().create(ACTOR, w.id, &json!({})).await?;
     db.executions()
@@ -2136,7 +2136,7 @@ async fn executions_illegal_moves(db: Database) -> anyhow::Result<()> {
     expect_err!(
         Invalid,
         db.executions()
-            .transition(done.id, ExecutionStatus::Pending, None, None)
+            .transition(done.id, ExecutionStatus::Queued, None, None)
             .await
     );
     assert_eq!(db.executions().get(done.id).await?, completed);

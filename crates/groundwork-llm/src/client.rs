@@ -25,6 +25,10 @@
 //! - **A breaker per upstream host** (`llm:<host>`): while it is open, calls fail at once
 //!   with [`LlmError::CircuitOpen`]. Only 429, 5xx outages, connection failures and
 //!   timeouts count against it.
+//! - **Bounded connections per upstream**: at most
+//!   [`ClientOptions::max_connections_per_upstream`] requests (default 30) are in flight to
+//!   one host, so the client never opens more connections than that; others wait for a slot
+//!   within their timeout.
 //!
 //! ```
 //! use std::time::Duration;
@@ -104,6 +108,7 @@ pub use stream::EventStream;
 
 use stats::{Counters, bump};
 use stream::EventReader;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The request timeout given to streaming requests, replacing the [`HttpClient`]'s total
 /// timeout: streams are bounded by their first-event and idle timeouts instead.
@@ -177,6 +182,9 @@ struct Inner {
     options: ClientOptions,
     /// One breaker per upstream, by name (`llm:<host>[:<port>]`).
     breakers: Mutex<HashMap<String, CircuitBreaker>>,
+    /// The in-flight slots of each upstream, by the same name
+    /// ([`ClientOptions::max_connections_per_upstream`]).
+    slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     counters: Arc<Counters>,
 }
 
@@ -195,6 +203,7 @@ struct Prepared {
     headers: HeaderMap,
     body: Bytes,
     breaker: CircuitBreaker,
+    slots: Arc<Semaphore>,
 }
 
 impl LlmClient {
@@ -205,6 +214,7 @@ impl LlmClient {
                 http,
                 options,
                 breakers: Mutex::new(HashMap::new()),
+                slots: Mutex::new(HashMap::new()),
                 counters: Arc::new(Counters::default()),
             }),
         }
@@ -282,6 +292,30 @@ impl LlmClient {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The in-flight slots of upstream `name`, created on first use.
+    fn slots(&self, name: &str) -> Arc<Semaphore> {
+        let mut slots = self
+            .inner
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(slots.entry(name.to_owned()).or_insert_with(|| {
+            Arc::new(Semaphore::new(self.inner.options.max_connections))
+        }))
+    }
+
+    /// Waits for an in-flight slot of the prepared request's upstream.
+    async fn slot(prepared: &Prepared) -> Result<OwnedSemaphorePermit, LlmError> {
+        Arc::clone(&prepared.slots)
+            .acquire_owned()
+            .await
+            // The semaphore is never closed; this is unreachable in practice.
+            .map_err(|_| LlmError::InvalidUpstream {
+                base_url: prepared.url.to_string(),
+                reason: "the upstream's request slots are closed".to_owned(),
+            })
+    }
+
     /// The breaker named `name`, created on first use.
     fn breaker(&self, name: &str) -> CircuitBreaker {
         let mut breakers = self.breakers();
@@ -352,6 +386,7 @@ impl LlmClient {
             headers,
             body: Bytes::from(body),
             breaker: self.breaker(&name),
+            slots: self.slots(&name),
         })
     }
 
@@ -429,6 +464,7 @@ impl LlmClient {
         let limit = self.inner.options.timeout;
         let request = self.request(prepared, limit.saturating_add(TIMEOUT_MARGIN));
         let attempt = async {
+            let _slot = Self::slot(prepared).await?;
             let response = self.send(request).await?;
             let status = response.status();
             if !status.is_success() {
@@ -454,6 +490,7 @@ impl LlmClient {
     async fn stream_once(&self, prepared: &Prepared) -> Result<EventReader, LlmError> {
         let request = self.request(prepared, STREAM_REQUEST_LIMIT);
         let attempt = async {
+            let slot = Self::slot(prepared).await?;
             let response = self.send(request).await?;
             let status = response.status();
             if !status.is_success() {
@@ -471,7 +508,7 @@ impl LlmClient {
                     body,
                 });
             }
-            let mut reader = EventReader::new(response);
+            let mut reader = EventReader::new(response, Some(slot));
             reader.fill(None).await.map_err(|err| match err {
                 stream::ReadError::Cut(cause) => LlmError::StreamAborted { events: 0, cause },
                 stream::ReadError::Idle(source) => LlmError::Timeout {

@@ -1,8 +1,9 @@
-//! The service URLs of test runs: `GROUNDWORK_TEST_POSTGRES_URL` and
-//! `GROUNDWORK_TEST_REDIS_URL`. A test calls [`postgres_url`] or [`redis_url`] and passes
-//! without doing anything when it gets `None` (after a notice on stderr); with
-//! `GROUNDWORK_REQUIRE_POSTGRES=1` / `GROUNDWORK_REQUIRE_REDIS=1` (CI sets both) a missing
-//! URL panics instead, so a service suite can never skip silently there.
+//! The service URLs of test runs: `GROUNDWORK_TEST_POSTGRES_URL`, `GROUNDWORK_TEST_REDIS_URL`
+//! and `GROUNDWORK_TEST_AMQP_URL`. A test calls [`postgres_url`], [`redis_url`] or
+//! [`amqp_url`] and passes without doing anything when it gets `None` (after a notice on
+//! stderr); with `GROUNDWORK_REQUIRE_POSTGRES=1` / `GROUNDWORK_REQUIRE_REDIS=1` /
+//! `GROUNDWORK_REQUIRE_AMQP=1` (CI sets all three) a missing URL panics instead, so a service
+//! suite can never skip silently there.
 //!
 //! ```
 //! // Unset in doctests: the test would skip.
@@ -38,6 +39,20 @@ pub fn redis_url(test: &str) -> Option<String> {
         "GROUNDWORK_TEST_REDIS_URL",
         "GROUNDWORK_REQUIRE_REDIS",
         "redis://127.0.0.1:6379",
+    )
+}
+
+/// The RabbitMQ URL of the run, or `None` after a notice.
+///
+/// # Panics
+/// When it is unset and `GROUNDWORK_REQUIRE_AMQP=1`.
+#[must_use]
+pub fn amqp_url(test: &str) -> Option<String> {
+    service_url(
+        test,
+        "GROUNDWORK_TEST_AMQP_URL",
+        "GROUNDWORK_REQUIRE_AMQP",
+        "amqp://guest:guest@127.0.0.1:5672/%2f",
     )
 }
 

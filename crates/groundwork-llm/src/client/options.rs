@@ -36,6 +36,7 @@ pub struct ClientOptions {
     pub(crate) retry: RetryPolicy,
     pub(crate) max_retry_after: Duration,
     pub(crate) breaker: BreakerFactory,
+    pub(crate) max_connections: usize,
 }
 
 impl Default for ClientOptions {
@@ -56,6 +57,7 @@ impl ClientOptions {
                 .base_delay(Duration::from_millis(200)),
             max_retry_after: Duration::from_secs(30),
             breaker: Arc::new(BreakerConfig::new),
+            max_connections: 30,
         }
     }
 
@@ -111,6 +113,16 @@ impl ClientOptions {
     /// the last 10 calls, stays open 5 s).
     pub fn breaker(mut self, make: impl Fn(&str) -> BreakerConfig + Send + Sync + 'static) -> Self {
         self.breaker = Arc::new(make);
+        self
+    }
+
+    /// How many requests may be in flight to one upstream host at once (streams count until
+    /// they end): more wait for a slot, within their attempt's timeout. This caps the
+    /// upstream connections the client opens, which the shared HTTP pool alone does not
+    /// (it bounds only idle connections). Default: 30, the notes' `limit_per_host`.
+    /// At least 1.
+    pub fn max_connections_per_upstream(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
         self
     }
 

@@ -30,15 +30,21 @@ pub(crate) enum ReadError {
 #[derive(Debug)]
 pub(crate) struct EventReader {
     response: reqwest::Response,
+    /// The upstream slot this exchange holds until its body is read or dropped.
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
     parser: SseParser,
     pending: VecDeque<SseEvent>,
     delivered: u64,
 }
 
 impl EventReader {
-    pub(crate) fn new(response: reqwest::Response) -> Self {
+    pub(crate) fn new(
+        response: reqwest::Response,
+        slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Self {
         Self {
             response,
+            slot,
             parser: SseParser::new(),
             pending: VecDeque::new(),
             delivered: 0,
@@ -78,6 +84,8 @@ impl EventReader {
 struct Drain {
     response: Option<reqwest::Response>,
     limit: Duration,
+    /// Released once the body is read (the connection is back in the pool) or dropped.
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Drain {
@@ -89,6 +97,7 @@ impl Drain {
             .await;
         }
         self.response = None;
+        self.slot = None;
     }
 }
 
@@ -103,6 +112,7 @@ impl Drop for Drain {
         let mut drain = Self {
             response: Some(response),
             limit: self.limit,
+            slot: self.slot.take(),
         };
         runtime.spawn(async move { drain.run().await });
     }
@@ -152,6 +162,7 @@ impl EventStream {
                             let drain = Drain {
                                 response: Some(reader.response),
                                 limit: idle.min(DRAIN_LIMIT),
+                                slot: reader.slot,
                             };
                             Some((Ok(event), Some(State::Draining(drain))))
                         } else {
