@@ -29,6 +29,9 @@ pub struct RelayOptions {
     /// How often the relay looks for messages staged by other processes (default 250 ms);
     /// messages staged through this process wake it at once ([`OutboxRelay::notifier`]).
     pub poll: Duration,
+    /// Prepended to every staged message's queue when it is published (default none): the
+    /// queue prefix of a deployment that shares its broker (`staging.` + `audit.log`).
+    pub queue_prefix: String,
 }
 
 impl Default for RelayOptions {
@@ -37,6 +40,7 @@ impl Default for RelayOptions {
             batch: 500,
             lease: Duration::from_secs(30),
             poll: Duration::from_millis(250),
+            queue_prefix: String::new(),
         }
     }
 }
@@ -90,7 +94,8 @@ impl<Q: Queue + Clone + 'static> OutboxRelay<Q> {
                 .iter()
                 .map(|row| Outgoing::with_id(row.message_id.clone(), row.payload.clone()))
                 .collect();
-            match self.queue.publish_batch(&queue, messages).await {
+            let target = format!("{}{queue}", self.options.queue_prefix);
+            match self.queue.publish_batch(&target, messages).await {
                 Ok(()) => {
                     let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
                     self.db.outbox().remove(&ids).await?;

@@ -21,7 +21,9 @@ use crate::caches::{CacheSettings, Caches};
 use crate::config::{ApiKey, Config};
 use crate::error::ApiError;
 use crate::routes::system::OpenApiJson;
-use crate::routes::{agents, audit, cache, infra, llm, prompts, system, tools, users, workflows};
+use crate::routes::{
+    agents, audit, cache, infra, llm, prompts, queues, system, tools, users, workflows,
+};
 use crate::telemetry::track_http;
 
 /// What every handler can reach. Cheap to clone: every field is a handle.
@@ -41,6 +43,8 @@ pub struct AppState {
     pub redis: Option<RedisClient>,
     /// The LLM caching proxy, when an upstream is configured.
     pub llm: Option<groundwork_llm::gateway::Gateway>,
+    /// The queues (the embedded database queue unless RabbitMQ is configured).
+    pub messaging: crate::messaging::Messaging,
 }
 
 impl AppState {
@@ -60,6 +64,7 @@ impl AppState {
         cache: CacheSettings,
     ) -> Self {
         let caches = Caches::new(&db, cache);
+        let messaging = crate::messaging::Messaging::embedded(&db);
         let http = match HttpClient::new(HttpClientOptions::default()) {
             Ok(client) => Some(client),
             Err(err) => {
@@ -75,6 +80,7 @@ impl AppState {
             http,
             redis: None,
             llm: None,
+            messaging,
         }
     }
 
@@ -82,6 +88,13 @@ impl AppState {
     #[must_use]
     pub fn with_llm(mut self, gateway: groundwork_llm::gateway::Gateway) -> Self {
         self.llm = Some(gateway);
+        self
+    }
+
+    /// Uses `messaging` for the queues.
+    #[must_use]
+    pub fn with_messaging(mut self, messaging: crate::messaging::Messaging) -> Self {
+        self.messaging = messaging;
         self
     }
 
@@ -115,6 +128,7 @@ impl AppState {
             redis,
             http_client: self.http.as_ref().map(HttpClient::stats),
             breakers,
+            queues: None,
         }
     }
 
@@ -209,6 +223,9 @@ pub fn app(state: AppState, settings: HttpSettings) -> Router {
             workflows::update,
             workflows::delete
         ))
+        .routes(routes!(workflows::start))
+        .routes(routes!(workflows::execution))
+        .routes(routes!(queues::queues))
         .routes(routes!(audit::list))
         .routes(routes!(cache::list))
         .routes(routes!(cache::invalidate))

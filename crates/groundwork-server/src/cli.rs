@@ -25,12 +25,19 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Migrate the database and serve the API.
+    /// Migrate the database and serve the API, with the queue workers unless told otherwise.
     Serve {
         /// Address to listen on (overrides GROUNDWORK_BIND and the file).
         #[arg(long, value_name = "ADDR")]
         bind: Option<SocketAddr>,
+        /// Serve the API only; run the queue workers elsewhere with `groundwork worker`
+        /// (overrides GROUNDWORK_WORKERS). The outbox relay still runs.
+        #[arg(long)]
+        no_workers: bool,
     },
+    /// Run the queue workers (executions, notifications, audit) and the outbox relay, without
+    /// the API, until SIGINT or SIGTERM.
+    Worker,
     /// Apply pending database migrations and exit.
     Migrate,
     /// Print the effective configuration (secrets redacted) as TOML.
@@ -43,8 +50,13 @@ impl Cli {
         if let Some(format) = self.log_format {
             config.log_format = format;
         }
-        if let Command::Serve { bind: Some(bind) } = &self.command {
-            config.bind = *bind;
+        if let Command::Serve { bind, no_workers } = &self.command {
+            if let Some(bind) = bind {
+                config.bind = *bind;
+            }
+            if *no_workers {
+                config.workers = false;
+            }
         }
     }
 }

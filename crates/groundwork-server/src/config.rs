@@ -157,6 +157,26 @@ pub struct Config {
     pub redis_op_timeout_ms: u64,
     /// RabbitMQ; without it the database-backed queue is used. Env `GROUNDWORK_AMQP_URL`.
     pub amqp_url: Option<String>,
+    /// Whether `serve` also runs the queue workers (executions, notifications, audit) and the
+    /// outbox relay; `groundwork worker` runs them without the API. Env `GROUNDWORK_WORKERS`.
+    /// Default true.
+    pub workers: bool,
+    /// Messages each worker handles at once. Env `GROUNDWORK_WORKER_CONCURRENCY`. Default 8.
+    pub worker_concurrency: usize,
+    /// Deliveries of a message before it goes to the dead-letter queue (an execution that
+    /// fails that many times is failed). Env `GROUNDWORK_QUEUE_MAX_ATTEMPTS`. Default 5.
+    pub queue_max_attempts: u32,
+    /// Milliseconds before each retry of a failed message, the last one repeating. Env
+    /// `GROUNDWORK_QUEUE_RETRY_DELAYS_MS` (comma-separated). Default 1000, 5000, 30000,
+    /// 120000.
+    pub queue_retry_delays_ms: Vec<u64>,
+    /// Prepended to the server's queue names (`workflow.execute`, `notification.send`,
+    /// `audit.log`), so that several deployments can share one broker. Env
+    /// `GROUNDWORK_QUEUE_PREFIX`. Default none.
+    pub queue_prefix: String,
+    /// Where `notification.send` messages are POSTed as JSON (none: they are logged). Env
+    /// `GROUNDWORK_NOTIFY_WEBHOOK_URL`.
+    pub notify_webhook_url: Option<String>,
     /// `file://PATH` or `s3://bucket?endpoint=…`. Env `GROUNDWORK_STORAGE_URL`.
     /// Default `file://./groundwork-data/files`.
     pub storage_url: String,
@@ -216,6 +236,12 @@ impl Default for Config {
             redis_url: None,
             redis_op_timeout_ms: 50,
             amqp_url: None,
+            workers: true,
+            worker_concurrency: 8,
+            queue_max_attempts: 5,
+            queue_retry_delays_ms: vec![1000, 5000, 30_000, 120_000],
+            queue_prefix: String::new(),
+            notify_webhook_url: None,
             storage_url: "file://./groundwork-data/files".to_owned(),
             llm_base_url: None,
             llm_api_key: None,
@@ -318,6 +344,27 @@ impl Config {
         }
         if let Some(v) = env("GROUNDWORK_AMQP_URL") {
             self.amqp_url = Some(v);
+        }
+        if let Some(v) = env("GROUNDWORK_WORKERS") {
+            self.workers = parsed("GROUNDWORK_WORKERS", v)?;
+        }
+        if let Some(v) = env("GROUNDWORK_WORKER_CONCURRENCY") {
+            self.worker_concurrency = parsed("GROUNDWORK_WORKER_CONCURRENCY", v)?;
+        }
+        if let Some(v) = env("GROUNDWORK_QUEUE_MAX_ATTEMPTS") {
+            self.queue_max_attempts = parsed("GROUNDWORK_QUEUE_MAX_ATTEMPTS", v)?;
+        }
+        if let Some(v) = env("GROUNDWORK_QUEUE_RETRY_DELAYS_MS") {
+            self.queue_retry_delays_ms = v
+                .split(',')
+                .map(|ms| parsed("GROUNDWORK_QUEUE_RETRY_DELAYS_MS", ms.to_owned()))
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(v) = env("GROUNDWORK_QUEUE_PREFIX") {
+            self.queue_prefix = v.trim().to_owned();
+        }
+        if let Some(v) = env("GROUNDWORK_NOTIFY_WEBHOOK_URL") {
+            self.notify_webhook_url = Some(v);
         }
         if let Some(v) = env("GROUNDWORK_STORAGE_URL") {
             self.storage_url = v;
@@ -434,6 +481,27 @@ impl Config {
                 return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
             }
         }
+        if self.worker_concurrency == 0 || self.queue_max_attempts == 0 {
+            return Err(ConfigError::Invalid(
+                "worker_concurrency and queue_max_attempts must be at least 1".to_owned(),
+            ));
+        }
+        if !self
+            .queue_prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+            || self.queue_prefix.len() > 100
+        {
+            return Err(ConfigError::Invalid(format!(
+                "queue_prefix {:?}: use at most 100 ASCII letters, digits, '.', '-' or '_'",
+                self.queue_prefix
+            )));
+        }
+        if self.queue_retry_delays_ms.is_empty() {
+            return Err(ConfigError::Invalid(
+                "queue_retry_delays_ms needs at least one delay".to_owned(),
+            ));
+        }
         if self.cache_capacity == 0 {
             return Err(ConfigError::Invalid(
                 "cache_capacity must be at least 1".to_owned(),
@@ -510,6 +578,7 @@ impl Config {
             database_url: redact_url(&self.database_url),
             redis_url: self.redis_url.as_ref().map(redact_url),
             amqp_url: self.amqp_url.as_ref().map(redact_url),
+            notify_webhook_url: self.notify_webhook_url.as_ref().map(redact_url),
             storage_url: redact_url(&self.storage_url),
             llm_base_url: self.llm_base_url.as_ref().map(redact_url),
             llm_api_key: self.llm_api_key.as_ref().map(|_| REDACTED.to_owned()),

@@ -2,7 +2,8 @@
 //! the HTTP API of DESIGN.md §3, lifecycle and metrics.
 //!
 //! Reading order: [`config`] (settings), [`app`] (router and state), [`routes`] (one module
-//! per resource), [`serve`] (start and graceful shutdown).
+//! per resource), [`serve`] (start and graceful shutdown), [`messaging`] and [`workers`] (the
+//! queues and what consumes them).
 //!
 //! Tests drive the router without a port:
 //!
@@ -36,6 +37,8 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod messaging;
 pub mod routes;
 pub mod serve;
 pub mod telemetry;
+pub mod workers;

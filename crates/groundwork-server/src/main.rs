@@ -36,6 +36,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(database = db.backend_kind().as_str(), "migrations applied");
             Ok(())
         }
+        Command::Worker => {
+            telemetry::init_tracing(config.log_format)?;
+            serve::work(config).await
+        }
         Command::Serve { .. } => {
             // Refuse an unauthenticated public bind before touching anything else.
             config.check_exposure()?;

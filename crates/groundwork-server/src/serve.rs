@@ -8,6 +8,8 @@ use groundwork_clients::redis::{RedisClient, RedisOptions};
 use groundwork_db::{Database, redact_password};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::app::{AppState, HttpSettings, app};
 use crate::caches::CacheSettings;
@@ -86,6 +88,23 @@ pub async fn serve(config: Config, metrics: PrometheusHandle) -> anyhow::Result<
         }
         None => state,
     };
+    let messaging = crate::messaging::Messaging::new(&db, &config)?;
+    let state = state.with_messaging(messaging.clone());
+    let stop_workers = CancellationToken::new();
+    let background = if config.workers {
+        crate::workers::spawn(
+            crate::workers::WorkerDeps::from_state(&state, &config),
+            stop_workers.clone(),
+        )
+    } else {
+        // The API stages messages in the outbox: relay them even without workers here.
+        messaging.spawn_relay(stop_workers.clone())
+    };
+    tracing::info!(
+        queue = messaging.backend(),
+        workers = config.workers,
+        "queues ready"
+    );
     let caches = state.caches.clone();
     // Fill the caches in the background (readiness waits for it, up to its timeout) and
     // follow changes committed by other instances.
@@ -160,10 +179,77 @@ pub async fn serve(config: Config, metrics: PrometheusHandle) -> anyhow::Result<
         }
     }
     follower.abort();
+    stop_background(stop_workers, background, deadline).await;
     caches.shutdown().await;
     db.close_within(Duration::from_secs(5)).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Runs the queue workers and the outbox relay without the API (`groundwork worker`) until
+/// SIGINT or SIGTERM, then lets running handlers finish (up to `shutdown_timeout_secs`).
+///
+/// # Errors
+/// When the database cannot be opened or migrated, or the configuration is unusable.
+pub async fn work(config: Config) -> anyhow::Result<()> {
+    let db = connect_database(&config, true).await?;
+    if let Err(groundwork_db::DbError::Config(message)) = db.wait_ready(STARTUP_WAIT).await {
+        anyhow::bail!("cannot migrate the database: {message}");
+    }
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .build_recorder()
+        .handle();
+    let mut state = AppState::with_cache_settings(
+        db.clone(),
+        &config.api_keys,
+        metrics,
+        CacheSettings::from(&config),
+    );
+    if let Some(url) = &config.redis_url {
+        let redis = RedisClient::new(
+            RedisOptions::new(url.clone())
+                .op_timeout(Duration::from_millis(config.redis_op_timeout_ms)),
+        )
+        .with_context(|| format!("invalid Redis URL {}", redact_password(url)))?;
+        state = state.with_redis(redis);
+    }
+    if let Some(base_url) = &config.llm_base_url {
+        let gateway = llm_gateway(&config, base_url, &state)?;
+        state = state.with_llm(gateway);
+    }
+    let messaging = crate::messaging::Messaging::new(&db, &config)?;
+    let state = state.with_messaging(messaging.clone());
+    let stop = CancellationToken::new();
+    let tasks = crate::workers::spawn(
+        crate::workers::WorkerDeps::from_state(&state, &config),
+        stop.clone(),
+    );
+    tracing::info!(
+        queue = messaging.backend(),
+        database = db.backend_kind().as_str(),
+        "groundwork worker running"
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down the workers: finishing running handlers");
+    stop_background(stop, tasks, config.shutdown_timeout()).await;
+    state.caches.shutdown().await;
+    db.close_within(Duration::from_secs(5)).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Cancels `stop` and waits for `tasks` up to `deadline`, then aborts what is left (their
+/// unsettled messages are delivered again).
+async fn stop_background(stop: CancellationToken, tasks: Vec<JoinHandle<()>>, deadline: Duration) {
+    stop.cancel();
+    let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
+    let joined = tokio::time::timeout(deadline, futures_util::future::join_all(tasks)).await;
+    if joined.is_err() {
+        tracing::warn!("background tasks did not stop in time; aborting them");
+        for abort in aborts {
+            abort.abort();
+        }
+    }
 }
 
 /// The LLM caching proxy over `base_url`, on the shared HTTP client, caching in memory and

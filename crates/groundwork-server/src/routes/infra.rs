@@ -25,11 +25,15 @@ pub struct Infra {
     /// Every circuit breaker: name, state, successes, failures, rejected, times opened.
     #[schema(value_type = Vec<Object>)]
     pub breakers: Vec<groundwork_resilience::BreakerStats>,
+    /// The queues (as `GET /api/v1/queues`).
+    pub queues: Option<super::queues::Queues>,
 }
 
 /// Pools, breakers and clients, as JSON (the same figures `/metrics` exports).
 #[utoipa::path(get, path = "/infra", tag = "system",
     responses((status = 200, description = "Infrastructure figures", body = Infra)))]
 pub async fn infra(State(state): State<AppState>) -> Json<Infra> {
-    Json(state.infra())
+    let mut infra = state.infra();
+    infra.queues = Some(super::queues::report(&state).await);
+    Json(infra)
 }

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod infra;
 pub mod llm;
 pub mod prompts;
+pub mod queues;
 pub mod system;
 pub mod tools;
 pub mod users;

@@ -1,19 +1,25 @@
-//! `/api/v1/workflows`: create, list, read, update, delete. (Executions arrive with the
-//! messaging issue.)
+//! `/api/v1/workflows`: create, list, read, update, delete; `POST
+//! /api/v1/workflows/{id}/executions` queues an execution (202) for the workers, and `GET
+//! /api/v1/executions/{id}` follows it.
 
 use axum::extract::State;
+use axum::http::HeaderValue;
 use axum::http::StatusCode;
+use axum::http::header::LOCATION;
+use axum::response::IntoResponse as _;
 use axum::response::Response;
 use axum::{Extension, Json};
-use groundwork_db::{Listing, NewWorkflow, Workflow, WorkflowPatch};
-use serde::Deserialize;
-use utoipa::IntoParams;
+use groundwork_db::{Checkpoint, Execution, Listing, NewWorkflow, Workflow, WorkflowPatch};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{created, page};
 use crate::app::AppState;
 use crate::auth::Actor;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
+use crate::workers::{audit_message, execute_message};
 
 /// Paging of `GET /workflows`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -112,4 +118,78 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     state.db.workflows().delete(actor.name(), id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The body of `POST /workflows/{id}/executions` (it may be left out: input `{}`).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartExecution {
+    /// The input of the first step (any JSON; default `{}`).
+    #[serde(default)]
+    pub input: Option<Value>,
+}
+
+/// Queue an execution of a workflow: it is stored as `queued` together with the message that
+/// runs it (one transaction), and a worker picks it up. Follow it at the `Location` given.
+#[utoipa::path(post, path = "/workflows/{id}/executions", tag = "workflows",
+    request_body(content = StartExecution, description = "Optional: `{\"input\": ...}`"),
+    params(("id" = i64, Path, description = "Workflow id")),
+    responses(
+        (status = 202, description = "Queued", body = Execution),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 404, description = "No such workflow", body = ErrorBody),
+        (status = 422, description = "Invalid input", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    ))]
+pub async fn start(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    ApiPath(id): ApiPath<i64>,
+    OptionalJson(body): OptionalJson<StartExecution>,
+) -> Result<Response, ApiError> {
+    let input = body
+        .input
+        .unwrap_or_else(|| Value::Object(Default::default()));
+    let execution = state
+        .db
+        .executions()
+        .enqueue(id, &input, |e| {
+            vec![execute_message(e.id), audit_message(actor.name(), e)]
+        })
+        .await?;
+    state.messaging.wake_relay();
+    let mut response = (StatusCode::ACCEPTED, Json(&execution)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&format!("/api/v1/executions/{}", execution.id)) {
+        response.headers_mut().insert(LOCATION, value);
+    }
+    Ok(response)
+}
+
+/// An execution with the checkpoints its steps saved.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExecutionDetail {
+    /// The execution.
+    #[serde(flatten)]
+    pub execution: Execution,
+    /// One per finished step, in order.
+    pub checkpoints: Vec<Checkpoint>,
+}
+
+/// Read an execution: its status, attempts, output or error, and its checkpoints.
+#[utoipa::path(get, path = "/executions/{id}", tag = "workflows",
+    params(("id" = i64, Path, description = "Execution id")),
+    responses(
+        (status = 200, description = "The execution", body = ExecutionDetail),
+        (status = 404, description = "No such execution", body = ErrorBody),
+    ))]
+pub async fn execution(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<Json<ExecutionDetail>, ApiError> {
+    let execution = state.db.executions().get(id).await?;
+    let checkpoints = state.db.executions().checkpoints(id).await?;
+    Ok(Json(ExecutionDetail {
+        execution,
+        checkpoints,
+    }))
 }

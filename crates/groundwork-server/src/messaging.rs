@@ -1,0 +1,156 @@
+//! The server's queues: the broker (RabbitMQ when `GROUNDWORK_AMQP_URL` is set, the
+//! database-backed queue otherwise), the outbox relay that publishes what the API staged,
+//! and the queue figures behind `GET /api/v1/queues` and `/metrics`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use groundwork_db::{Database, redact_password};
+use groundwork_messaging::amqp::{AmqpOptions, AmqpQueue};
+use groundwork_messaging::db::{DbQueue, DbQueueOptions};
+use groundwork_messaging::outbox::{OutboxRelay, RelayOptions};
+use groundwork_messaging::{Broker, Queue as _, QueueStats, RetryPolicy};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+/// Executions to run: `{"execution_id": N}`.
+pub const WORKFLOW_EXECUTE: &str = "workflow.execute";
+/// Notifications to send when an execution ends.
+pub const NOTIFICATION_SEND: &str = "notification.send";
+/// Audit entries to write (every execution state change).
+pub const AUDIT_LOG: &str = "audit.log";
+/// The queues the server declares, consumes and reports.
+pub const QUEUES: [&str; 3] = [WORKFLOW_EXECUTE, NOTIFICATION_SEND, AUDIT_LOG];
+
+/// How often the queue gauges of `/metrics` are refreshed.
+const FIGURES_EVERY: Duration = Duration::from_secs(5);
+
+/// The broker and the outbox relay. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Messaging {
+    /// RabbitMQ or the database-backed queue.
+    pub broker: Broker,
+    prefix: String,
+    relay: OutboxRelay<Broker>,
+    wake: Arc<Notify>,
+}
+
+impl Messaging {
+    /// The broker `config` names, over `db` for the outbox (and for the queue itself when no
+    /// broker is configured). Connects lazily: a broker that is down is not an error here.
+    ///
+    /// # Errors
+    /// When the AMQP URL or the retry settings are unusable.
+    pub fn new(db: &Database, config: &Config) -> anyhow::Result<Self> {
+        let retry = RetryPolicy {
+            max_attempts: config.queue_max_attempts,
+            delays: config
+                .queue_retry_delays_ms
+                .iter()
+                .map(|ms| Duration::from_millis(*ms))
+                .collect(),
+        };
+        let broker = match &config.amqp_url {
+            Some(url) => Broker::Amqp(
+                AmqpQueue::new(
+                    url,
+                    AmqpOptions {
+                        retry,
+                        ..AmqpOptions::default()
+                    },
+                )
+                .with_context(|| format!("invalid AMQP URL {}", redact_password(url)))?,
+            ),
+            None => Broker::Database(DbQueue::new(
+                db.clone(),
+                DbQueueOptions {
+                    retry,
+                    ..DbQueueOptions::default()
+                },
+            )),
+        };
+        let relay = OutboxRelay::new(
+            db.clone(),
+            broker.clone(),
+            RelayOptions {
+                queue_prefix: config.queue_prefix.clone(),
+                ..RelayOptions::default()
+            },
+        );
+        let wake = relay.notifier();
+        Ok(Self {
+            broker,
+            prefix: config.queue_prefix.clone(),
+            relay,
+            wake,
+        })
+    }
+
+    /// The embedded database queue with default settings, over `db`.
+    #[must_use]
+    pub fn embedded(db: &Database) -> Self {
+        let broker = Broker::Database(DbQueue::new(db.clone(), DbQueueOptions::default()));
+        let relay = OutboxRelay::new(db.clone(), broker.clone(), RelayOptions::default());
+        let wake = relay.notifier();
+        Self {
+            broker,
+            prefix: String::new(),
+            relay,
+            wake,
+        }
+    }
+
+    /// The broker's name of the server queue `queue` (the configured prefix + `queue`).
+    #[must_use]
+    pub fn queue_name(&self, queue: &str) -> String {
+        format!("{}{queue}", self.prefix)
+    }
+
+    /// `"amqp"` or `"database"`.
+    #[must_use]
+    pub fn backend(&self) -> &'static str {
+        self.broker.kind()
+    }
+
+    /// Tells the relay that a transaction staged messages, so they leave at once.
+    pub fn wake_relay(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Starts the outbox relay and the refresh of the queue gauges, until `stop`.
+    pub fn spawn_relay(&self, stop: CancellationToken) -> Vec<JoinHandle<()>> {
+        let relay = self.relay.clone().spawn(stop.clone());
+        let this = self.clone();
+        let figures = tokio::spawn(async move {
+            loop {
+                // `stats` publishes the gauges as a side effect.
+                let _ = this.stats().await;
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(FIGURES_EVERY) => {}
+                }
+            }
+        });
+        vec![relay, figures]
+    }
+
+    /// The figures of every server queue; a queue whose figures cannot be read is reported
+    /// with its error.
+    pub async fn stats(&self) -> Vec<Result<QueueStats, (String, String)>> {
+        let mut out = Vec::with_capacity(QUEUES.len());
+        for queue in QUEUES {
+            let name = self.queue_name(queue);
+            out.push(
+                self.broker
+                    .stats(&name)
+                    .await
+                    .map_err(|err| (name.clone(), err.to_string())),
+            );
+        }
+        out
+    }
+}

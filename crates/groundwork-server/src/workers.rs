@@ -1,0 +1,551 @@
+//! The queue workers: `workflow.execute` runs executions step by step, `notification.send`
+//! delivers the notice of a finished execution, `audit.log` writes audit entries.
+//!
+//! **Executions** are at least once and resumable: each finished step saves a checkpoint,
+//! and a redelivered execution (its worker died) skips the steps it has checkpoints for. A
+//! finished execution's redelivery is acknowledged without running anything. Every state
+//! change and the messages it causes (its audit entry, the notification at the end) commit in
+//! one transaction through the outbox.
+//!
+//! **Steps** are JSON objects in the workflow's `steps` array, run in order, each taking the
+//! previous step's output (the execution's input for the first) and giving its own:
+//! - `{"type": "echo", "value": V}`: outputs `V`, or its input when there is no `value`;
+//! - `{"type": "webhook", "url": U, "timeout_ms": T}`: POSTs `{"execution_id", "workflow_id",
+//!   "step", "input"}` to `U` (default timeout 10 s); outputs the JSON answer (or
+//!   `{"status", "body"}` for another body). 5xx, 429 and connection failures are retried;
+//!   other non-2xx answers fail the execution;
+//! - `{"type": "agent", "agent_id": N}`: runs the built-in prompt agent of agent `N` (its
+//!   prompt and tools from the runtime cache) on the input, through the LLM proxy; needs
+//!   `GROUNDWORK_LLM_BASE_URL`;
+//! - `{"type": "fail", "message": M, "retryable": B}`: fails (for testing retry and failure
+//!   handling).
+//!
+//! Each step may have a `name` (default `step-<n>`), unique in the workflow: its checkpoint's
+//! key. A failed attempt puts the execution in `retrying` and the message comes back after
+//! the queue's delay; the last allowed attempt (`GROUNDWORK_QUEUE_MAX_ATTEMPTS`) fails it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use groundwork_clients::http::HttpClient;
+use groundwork_db::{Database, DbError, Execution, ExecutionStatus, NewAuditEntry, NewMessage};
+use groundwork_llm::agent::{AgentInput, AgentRunner, PromptAgent, RunnerOptions};
+use groundwork_llm::gateway::Gateway;
+use groundwork_messaging::worker::{self, WorkerOptions};
+use groundwork_messaging::{Message, Outcome};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::caches::{CachedRuntimes, Caches};
+use crate::messaging::{AUDIT_LOG, Messaging, NOTIFICATION_SEND, WORKFLOW_EXECUTE};
+
+/// The actor of audit entries the workers write.
+const WORKER_ACTOR: &str = "worker";
+/// Default timeout of a webhook step.
+const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The body of a `workflow.execute` message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecuteJob {
+    /// The execution to run.
+    pub execution_id: i64,
+}
+
+/// The body of a `notification.send` message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// `execution.completed` or `execution.failed`.
+    pub event: String,
+    /// The execution.
+    pub execution_id: i64,
+    /// Its workflow.
+    pub workflow_id: i64,
+    /// Its final status.
+    pub status: ExecutionStatus,
+    /// Its output, when completed.
+    pub output: Option<Value>,
+    /// Its error, when failed.
+    pub error: Option<String>,
+}
+
+/// What the workers need. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct WorkerDeps {
+    /// The database.
+    pub db: Database,
+    /// The queues (and the relay to wake after staging messages).
+    pub messaging: Messaging,
+    /// The shared HTTP client, for webhook steps and notifications.
+    pub http: Option<HttpClient>,
+    /// The LLM proxy's core, for agent steps.
+    pub llm: Option<Gateway>,
+    /// The caches (the agent runtime cache feeds agent steps).
+    pub caches: Caches,
+    /// Where notifications are POSTed.
+    pub notify_url: Option<String>,
+    /// Deliveries of an execution before it fails.
+    pub max_attempts: u32,
+    /// Handlers per worker.
+    pub concurrency: usize,
+}
+
+impl WorkerDeps {
+    /// The workers' view of a server's state, with `config`'s worker settings.
+    #[must_use]
+    pub fn from_state(state: &crate::app::AppState, config: &crate::config::Config) -> Self {
+        Self {
+            db: state.db.clone(),
+            messaging: state.messaging.clone(),
+            http: state.http.clone(),
+            llm: state.llm.clone(),
+            caches: state.caches.clone(),
+            notify_url: config.notify_webhook_url.clone(),
+            max_attempts: config.queue_max_attempts,
+            concurrency: config.worker_concurrency,
+        }
+    }
+}
+
+/// The message that runs execution `execution_id` (one per execution: its id deduplicates).
+#[must_use]
+pub fn execute_message(execution_id: i64) -> NewMessage {
+    NewMessage {
+        queue: WORKFLOW_EXECUTE.to_owned(),
+        message_id: format!("execution-{execution_id}"),
+        payload: json_bytes(&ExecuteJob { execution_id }),
+    }
+}
+
+/// The `audit.log` message of `execution`'s current state, by `actor`.
+#[must_use]
+pub fn audit_message(actor: &str, execution: &Execution) -> NewMessage {
+    let status = execution.status.as_str();
+    let entry = NewAuditEntry {
+        actor: actor.to_owned(),
+        action: format!("execution.{status}"),
+        entity_type: "execution".to_owned(),
+        entity_id: Some(execution.id.to_string()),
+        details: json!({
+            "workflow_id": execution.workflow_id,
+            "attempts": execution.attempts,
+            "error": execution.error,
+        }),
+        at: Some(execution.updated_at),
+    };
+    NewMessage {
+        queue: AUDIT_LOG.to_owned(),
+        // One per state change: a repeated change (a second retry) has another attempt count.
+        message_id: format!(
+            "audit-execution-{}-{status}-{}",
+            execution.id, execution.attempts
+        ),
+        payload: json_bytes(&entry),
+    }
+}
+
+fn notification_message(execution: &Execution) -> NewMessage {
+    let notification = Notification {
+        event: format!("execution.{}", execution.status.as_str()),
+        execution_id: execution.id,
+        workflow_id: execution.workflow_id,
+        status: execution.status,
+        output: execution.output.clone(),
+        error: execution.error.clone(),
+    };
+    NewMessage {
+        queue: NOTIFICATION_SEND.to_owned(),
+        message_id: format!(
+            "notify-execution-{}-{}",
+            execution.id,
+            execution.status.as_str()
+        ),
+        payload: json_bytes(&notification),
+    }
+}
+
+fn json_bytes<T: Serialize>(value: &T) -> Vec<u8> {
+    // These types serialize infallibly (no maps with non-string keys, no failing Serialize).
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// Starts the three workers and the outbox relay, until `stop`.
+pub fn spawn(deps: WorkerDeps, stop: CancellationToken) -> Vec<JoinHandle<()>> {
+    let mut tasks = deps.messaging.spawn_relay(stop.clone());
+    let options = WorkerOptions {
+        concurrency: deps.concurrency,
+        ..WorkerOptions::default()
+    };
+    let run = |queue: &'static str, handler: Handler| {
+        let deps = deps.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let broker = deps.messaging.broker.clone();
+            let name = deps.messaging.queue_name(queue);
+            let result = worker::run(
+                &broker,
+                &name,
+                options,
+                move |message| {
+                    let deps = deps.clone();
+                    async move { handler(deps, message).await }
+                },
+                stop,
+            )
+            .await;
+            if let Err(err) = result {
+                tracing::error!(queue = %name, error = %err, "worker stopped");
+            }
+        })
+    };
+    tasks.push(run(WORKFLOW_EXECUTE, |d, m| Box::pin(run_execution(d, m))));
+    tasks.push(run(NOTIFICATION_SEND, |d, m| {
+        Box::pin(send_notification(d, m))
+    }));
+    tasks.push(run(AUDIT_LOG, |d, m| Box::pin(write_audit(d, m))));
+    tasks
+}
+
+type Handler =
+    fn(WorkerDeps, Message) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>;
+
+/// Writes the audit entry a message carries, once (the inbox drops redeliveries).
+async fn write_audit(deps: WorkerDeps, message: Message) -> Outcome {
+    let entry: NewAuditEntry = match message.json() {
+        Ok(entry) => entry,
+        Err(err) => return Outcome::Reject(format!("not an audit entry: {err}")),
+    };
+    match deps
+        .db
+        .audit()
+        .record_once(AUDIT_LOG, &message.id, &entry)
+        .await
+    {
+        Ok(_) => Outcome::Ack,
+        Err(err @ DbError::Invalid { .. }) => Outcome::Reject(err.to_string()),
+        Err(err) => Outcome::Retry(err.to_string()),
+    }
+}
+
+/// Sends a notification to the configured webhook (or logs it), once per message id as far
+/// as the inbox can tell (a crash between sending and recording sends it again).
+async fn send_notification(deps: WorkerDeps, message: Message) -> Outcome {
+    let notification: Notification = match message.json() {
+        Ok(n) => n,
+        Err(err) => return Outcome::Reject(format!("not a notification: {err}")),
+    };
+    match deps
+        .db
+        .inbox()
+        .contains(NOTIFICATION_SEND, &message.id)
+        .await
+    {
+        Ok(true) => return Outcome::Ack,
+        Ok(false) => {}
+        Err(err) => return Outcome::Retry(err.to_string()),
+    }
+    match (&deps.notify_url, &deps.http) {
+        (Some(url), Some(http)) => {
+            let request = http
+                .post(url.as_str())
+                .json(&notification)
+                .timeout(WEBHOOK_TIMEOUT);
+            match http.send(request).await {
+                Ok(response) if response.status().is_success() => {}
+                Ok(response) => {
+                    return Outcome::Retry(format!(
+                        "notification webhook answered {}",
+                        response.status()
+                    ));
+                }
+                Err(err) => return Outcome::Retry(format!("notification webhook: {err}")),
+            }
+        }
+        _ => tracing::info!(
+            event = %notification.event,
+            execution = notification.execution_id,
+            "notification (no GROUNDWORK_NOTIFY_WEBHOOK_URL configured)"
+        ),
+    }
+    match deps.db.inbox().record(NOTIFICATION_SEND, &message.id).await {
+        Ok(_) => Outcome::Ack,
+        Err(err) => Outcome::Retry(err.to_string()),
+    }
+}
+
+/// Why a step did not produce an output.
+enum StepError {
+    /// Another attempt may succeed.
+    Retryable(String),
+    /// No attempt will.
+    Fatal(String),
+}
+
+/// Runs the execution a `workflow.execute` message names (see the module docs).
+async fn run_execution(deps: WorkerDeps, message: Message) -> Outcome {
+    let job: ExecuteJob = match message.json() {
+        Ok(job) => job,
+        Err(err) => return Outcome::Reject(format!("not a workflow.execute message: {err}")),
+    };
+    match execute(&deps, job.execution_id, message.attempt).await {
+        Ok(outcome) => outcome,
+        // The database failed: the message comes back and the execution resumes.
+        Err(err) => Outcome::Retry(err.to_string()),
+    }
+}
+
+async fn execute(deps: &WorkerDeps, id: i64, attempt: u32) -> Result<Outcome, DbError> {
+    let db = &deps.db;
+    let execution = match db.executions().get(id).await {
+        Ok(execution) => execution,
+        Err(DbError::NotFound { .. }) => {
+            return Ok(Outcome::Reject(format!("execution {id} does not exist")));
+        }
+        Err(err) => return Err(err),
+    };
+    let execution = match execution.status {
+        ExecutionStatus::Completed | ExecutionStatus::Failed => return Ok(Outcome::Ack),
+        ExecutionStatus::Queued | ExecutionStatus::Retrying => {
+            let running = db
+                .executions()
+                .transition_with(id, ExecutionStatus::Running, None, None, |e| {
+                    vec![audit_message(WORKER_ACTOR, e)]
+                })
+                .await?;
+            deps.messaging.wake_relay();
+            running
+        }
+        // Its worker died mid-run: resume from the checkpoints.
+        ExecutionStatus::Running => {
+            tracing::info!(execution = id, "resuming an execution whose worker stopped");
+            execution
+        }
+    };
+    let workflow = db.workflows().get(execution.workflow_id).await?;
+    let steps = match parse_steps(&workflow.steps) {
+        Ok(steps) => steps,
+        Err(reason) => return finish_failed(deps, &execution, &reason).await,
+    };
+    let done: HashMap<String, Value> = db
+        .executions()
+        .checkpoints(id)
+        .await?
+        .into_iter()
+        .map(|c| (c.step, c.state))
+        .collect();
+    let mut state = execution.input.clone();
+    for (name, step) in &steps {
+        if let Some(saved) = done.get(name) {
+            state = saved.clone();
+            continue;
+        }
+        match run_step(deps, &execution, name, step, &state).await {
+            Ok(output) => {
+                db.executions().save_checkpoint(id, name, &output).await?;
+                state = output;
+            }
+            Err(StepError::Fatal(reason)) => {
+                return finish_failed(deps, &execution, &format!("step {name}: {reason}")).await;
+            }
+            Err(StepError::Retryable(reason)) => {
+                let reason = format!("step {name}: {reason}");
+                if attempt >= deps.max_attempts {
+                    return finish_failed(deps, &execution, &reason).await;
+                }
+                db.executions()
+                    .transition_with(id, ExecutionStatus::Retrying, None, Some(&reason), |e| {
+                        vec![audit_message(WORKER_ACTOR, e)]
+                    })
+                    .await?;
+                deps.messaging.wake_relay();
+                return Ok(Outcome::Retry(reason));
+            }
+        }
+    }
+    db.executions()
+        .transition_with(id, ExecutionStatus::Completed, Some(&state), None, |e| {
+            vec![audit_message(WORKER_ACTOR, e), notification_message(e)]
+        })
+        .await?;
+    deps.messaging.wake_relay();
+    Ok(Outcome::Ack)
+}
+
+async fn finish_failed(
+    deps: &WorkerDeps,
+    execution: &Execution,
+    reason: &str,
+) -> Result<Outcome, DbError> {
+    let reason: String = reason.chars().take(2000).collect();
+    deps.db
+        .executions()
+        .transition_with(
+            execution.id,
+            ExecutionStatus::Failed,
+            None,
+            Some(&reason),
+            |e| vec![audit_message(WORKER_ACTOR, e), notification_message(e)],
+        )
+        .await?;
+    deps.messaging.wake_relay();
+    Ok(Outcome::Ack)
+}
+
+/// The steps as `(name, definition)`, or why they cannot run.
+fn parse_steps(steps: &Value) -> Result<Vec<(String, Value)>, String> {
+    let Some(items) = steps.as_array() else {
+        return Err("the workflow's steps are not an array".to_owned());
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (i, step) in items.iter().enumerate() {
+        if !step.is_object() {
+            return Err(format!("step {} is not an object", i + 1));
+        }
+        let name = match step.get("name") {
+            None | Some(Value::Null) => format!("step-{}", i + 1),
+            Some(Value::String(name)) if !name.is_empty() => name.clone(),
+            Some(_) => return Err(format!("step {}: name must be a non-empty string", i + 1)),
+        };
+        if out.iter().any(|(n, _)| *n == name) {
+            return Err(format!("two steps are named {name:?}"));
+        }
+        out.push((name, step.clone()));
+    }
+    Ok(out)
+}
+
+async fn run_step(
+    deps: &WorkerDeps,
+    execution: &Execution,
+    name: &str,
+    step: &Value,
+    input: &Value,
+) -> Result<Value, StepError> {
+    match step.get("type").and_then(Value::as_str) {
+        Some("echo") => Ok(step.get("value").cloned().unwrap_or_else(|| input.clone())),
+        Some("fail") => {
+            let message = step
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("the step failed")
+                .to_owned();
+            if step
+                .get("retryable")
+                .and_then(Value::as_bool)
+                .unwrap_or(true)
+            {
+                Err(StepError::Retryable(message))
+            } else {
+                Err(StepError::Fatal(message))
+            }
+        }
+        Some("webhook") => webhook_step(deps, execution, name, step, input).await,
+        Some("agent") => agent_step(deps, step, input).await,
+        Some(other) => Err(StepError::Fatal(format!(
+            "unknown step type {other:?} (echo, webhook, agent, fail)"
+        ))),
+        None => Err(StepError::Fatal("the step has no type".to_owned())),
+    }
+}
+
+async fn webhook_step(
+    deps: &WorkerDeps,
+    execution: &Execution,
+    name: &str,
+    step: &Value,
+    input: &Value,
+) -> Result<Value, StepError> {
+    let Some(url) = step.get("url").and_then(Value::as_str) else {
+        return Err(StepError::Fatal("a webhook step needs a url".to_owned()));
+    };
+    let Some(http) = &deps.http else {
+        return Err(StepError::Retryable("no HTTP client".to_owned()));
+    };
+    let timeout = step
+        .get("timeout_ms")
+        .and_then(Value::as_u64)
+        .map_or(WEBHOOK_TIMEOUT, Duration::from_millis);
+    let request = http
+        .post(url)
+        .json(&json!({
+            "execution_id": execution.id,
+            "workflow_id": execution.workflow_id,
+            "step": name,
+            "input": input,
+        }))
+        .timeout(timeout);
+    let response = http
+        .send(request)
+        .await
+        .map_err(|err| StepError::Retryable(format!("webhook {url}: {err}")))?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|err| StepError::Retryable(format!("webhook {url}: {err}")))?;
+    if !status.is_success() {
+        let reason = format!("webhook {url} answered {status}");
+        return if status.is_server_error() || status.as_u16() == 429 {
+            Err(StepError::Retryable(reason))
+        } else {
+            Err(StepError::Fatal(reason))
+        };
+    }
+    Ok(serde_json::from_slice(&body).unwrap_or_else(
+        |_| json!({ "status": status.as_u16(), "body": String::from_utf8_lossy(&body) }),
+    ))
+}
+
+async fn agent_step(deps: &WorkerDeps, step: &Value, input: &Value) -> Result<Value, StepError> {
+    let Some(agent_id) = step.get("agent_id").and_then(Value::as_i64) else {
+        return Err(StepError::Fatal(
+            "an agent step needs an agent_id".to_owned(),
+        ));
+    };
+    let Some(gateway) = &deps.llm else {
+        return Err(StepError::Fatal(
+            "agent steps need an LLM upstream (GROUNDWORK_LLM_BASE_URL)".to_owned(),
+        ));
+    };
+    let agent = PromptAgent::new(
+        agent_id,
+        CachedRuntimes::new(&deps.caches),
+        gateway.clone(),
+        WORKER_ACTOR,
+    );
+    // One attempt here: the queue retries the whole step, and the LLM client retries calls.
+    let runner = AgentRunner::new(RunnerOptions::new().max_attempts(1));
+    let result = runner.run(&agent, AgentInput::new(input.clone())).await;
+    match result.output {
+        Some(output) if result.is_completed() => Ok(output),
+        _ => Err(StepError::Retryable(result.errors.join("; "))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_get_unique_names() {
+        let steps = parse_steps(&json!([{"type": "echo"}, {"type": "echo", "name": "b"}]))
+            .unwrap_or_default();
+        assert_eq!(steps[0].0, "step-1");
+        assert_eq!(steps[1].0, "b");
+        assert!(parse_steps(&json!([{"name": "a"}, {"name": "a"}])).is_err());
+        assert!(parse_steps(&json!([1])).is_err());
+        assert!(parse_steps(&json!({})).is_err());
+        assert!(parse_steps(&json!([{"name": ""}])).is_err());
+    }
+
+    #[test]
+    fn message_ids_follow_the_state() {
+        let execute = execute_message(7);
+        assert_eq!(execute.message_id, "execution-7");
+        assert_eq!(execute.queue, WORKFLOW_EXECUTE);
+        let job: ExecuteJob =
+            serde_json::from_slice(&execute.payload).unwrap_or(ExecuteJob { execution_id: 0 });
+        assert_eq!(job.execution_id, 7);
+    }
+}
