@@ -80,8 +80,6 @@ fn lease_end(at: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
     at + TimeDelta::from_std(lease).unwrap_or(TimeDelta::MAX)
 }
 
-
-
 /// `$first, $first+1, ...` for `n` values: the only text spliced into SQL here (numbers we
 /// generate, never input), hence the `AssertSqlSafe` where it is used.
 fn placeholders(first: usize, n: usize) -> String {
@@ -96,6 +94,7 @@ fn placeholders(first: usize, n: usize) -> String {
 macro_rules! enqueue_jobs {
     ($tx:ident, $pg:ident, $messages:expr, $at:expr) => {{
         let mut inserted = 0_u64;
+        let mut queues: Vec<&str> = Vec::new();
         for message in $messages {
             inserted += sqlx::query(
                 "INSERT INTO queue_jobs (queue, message_id, payload, attempts, dead, \
@@ -109,9 +108,15 @@ macro_rules! enqueue_jobs {
             .execute(&mut *$tx)
             .await?
             .rows_affected();
-            if $pg {
+            if !queues.contains(&message.queue.as_str()) {
+                queues.push(&message.queue);
+            }
+        }
+        if $pg {
+            // One notification per queue and transaction.
+            for queue in queues {
                 sqlx::query("SELECT pg_notify('groundwork_jobs', $1)")
-                    .bind(&message.queue)
+                    .bind(queue)
                     .execute(&mut *$tx)
                     .await?;
             }
@@ -236,7 +241,8 @@ impl<'a> Jobs<'a> {
                 placeholders(2, chunk.len())
             );
             let done = on_pool!(self.db, |pool| {
-                let mut query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.as_str())).bind(token);
+                let mut query =
+                    sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.as_str())).bind(token);
                 for id in chunk {
                     query = query.bind(id);
                 }
