@@ -140,7 +140,11 @@ impl<'a> Audit<'a> {
         validate::text("actor", &entry.actor, validate::limits::NAME)?;
         validate::text("action", &entry.action, validate::limits::NAME)?;
         validate::text("entity_type", &entry.entity_type, validate::limits::TYPE)?;
-        validate::optional_text("entity_id", entry.entity_id.as_deref(), validate::limits::NAME)?;
+        validate::optional_text(
+            "entity_id",
+            entry.entity_id.as_deref(),
+            validate::limits::NAME,
+        )?;
         validate::json("details", &entry.details)?;
         let at = entry.at.map_or_else(now, crate::database::to_micros);
         crate::database::in_tx!(self.db, |tx, _pg| {

@@ -299,9 +299,11 @@ impl LlmClient {
             .slots
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Arc::clone(slots.entry(name.to_owned()).or_insert_with(|| {
-            Arc::new(Semaphore::new(self.inner.options.max_connections))
-        }))
+        Arc::clone(
+            slots
+                .entry(name.to_owned())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.inner.options.max_connections))),
+        )
     }
 
     /// Waits for an in-flight slot of the prepared request's upstream.

@@ -45,7 +45,10 @@ async fn concurrent_completions_open_at_most_the_cap_of_connections() -> anyhow:
         async move { client.complete(&target, &chat(&format!("call {n}"))).await }
     });
     join_all(calls).await;
-    assert!(mock2.connections() > 4, "the comparison run should need more connections");
+    assert!(
+        mock2.connections() > 4,
+        "the comparison run should need more connections"
+    );
     Ok(())
 }
 
@@ -69,6 +72,10 @@ async fn streams_hold_their_slot_until_they_end() -> anyhow::Result<()> {
         assert!(matches!(items.last(), Some(Ok(SseEvent::Done))));
     }
     assert_eq!(mock.calls(), 8);
-    assert!(mock.connections() <= 2, "{} connections for a cap of 2", mock.connections());
+    assert!(
+        mock.connections() <= 2,
+        "{} connections for a cap of 2",
+        mock.connections()
+    );
     Ok(())
 }

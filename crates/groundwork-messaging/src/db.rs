@@ -25,8 +25,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::queue::{
-    BoxFuture, ConsumeOptions, Consumer, Delivery, Message, Outcome, Outgoing, Queue,
-    QueueError, QueueStats, Result, RetryPolicy, Settle, validate_queue_name,
+    BoxFuture, ConsumeOptions, Consumer, Delivery, Message, Outcome, Outgoing, Queue, QueueError,
+    QueueStats, Result, RetryPolicy, Settle, validate_queue_name,
 };
 
 /// Most messages one enqueue transaction carries.
@@ -152,7 +152,10 @@ impl Inner {
             return;
         }
         {
-            let mut listening = self.listening.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut listening = self
+                .listening
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             if *listening {
                 return;
             }
@@ -381,7 +384,9 @@ impl ConsumerTask {
             );
             match self.inner.db.jobs().bury(job.id, self.token, &error).await {
                 Ok(_) => self.dead_lettered(),
-                Err(err) => tracing::warn!(queue = %self.queue, error = %err, "cannot dead-letter a job"),
+                Err(err) => {
+                    tracing::warn!(queue = %self.queue, error = %err, "cannot dead-letter a job")
+                }
             }
             return None;
         }
@@ -537,7 +542,10 @@ mod tests {
     fn jitter_stays_within_ten_percent() {
         for _ in 0..1_000 {
             let d = jittered(Duration::from_secs(10));
-            assert!(d >= Duration::from_secs(9) && d <= Duration::from_secs(11), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(9) && d <= Duration::from_secs(11),
+                "{d:?}"
+            );
         }
         assert_eq!(jittered(Duration::ZERO), Duration::ZERO);
     }

@@ -40,6 +40,6 @@ pub mod worker;
 
 pub use broker::Broker;
 pub use queue::{
-    ConsumeOptions, Consumer, Delivery, Message, Outcome, Outgoing, Queue, QueueError,
-    QueueStats, Result, RetryPolicy, validate_queue_name,
+    ConsumeOptions, Consumer, Delivery, Message, Outcome, Outgoing, Queue, QueueError, QueueStats,
+    Result, RetryPolicy, validate_queue_name,
 };

@@ -308,10 +308,14 @@ impl RetryPolicy {
 
     pub(crate) fn check(&self) -> Result<()> {
         if self.max_attempts == 0 {
-            return Err(QueueError::Invalid("max_attempts must be at least 1".into()));
+            return Err(QueueError::Invalid(
+                "max_attempts must be at least 1".into(),
+            ));
         }
         if self.delays.is_empty() {
-            return Err(QueueError::Invalid("at least one retry delay is needed".into()));
+            return Err(QueueError::Invalid(
+                "at least one retry delay is needed".into(),
+            ));
         }
         Ok(())
     }

@@ -48,7 +48,12 @@ async fn competing_consumers_get_each_job_once() -> anyhow::Result<()> {
             seen.lock().unwrap().len() == 2_000
         })
         .await;
-        assert!(done, "{}: {} of 2000 delivered", t.name, seen.lock().unwrap().len());
+        assert!(
+            done,
+            "{}: {} of 2000 delivered",
+            t.name,
+            seen.lock().unwrap().len()
+        );
         // Let any duplicate show up, then check.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let twice: Vec<_> = seen

@@ -41,9 +41,18 @@ async fn a_poison_message_is_dead_lettered_after_exactly_max_attempts() -> anyho
         }
         assert_eq!(attempts, vec![1, 2, 3, 4, 5], "{}", t.name);
         // Four waits: 50 ms, then 100 ms three times (give or take 10 %).
-        assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "{:?}",
+            started.elapsed()
+        );
         let stats = queue.stats("poison").await?;
-        assert_eq!((stats.depth, stats.delayed, stats.dead_lettered), (0, 0, 1), "{}", t.name);
+        assert_eq!(
+            (stats.depth, stats.delayed, stats.dead_lettered),
+            (0, 0, 1),
+            "{}",
+            t.name
+        );
         assert_eq!(stats.retried, 4);
         let dead = t.db.jobs().dead("poison", 10).await?;
         assert_eq!(dead.len(), 1);
@@ -61,7 +70,9 @@ async fn a_poison_message_is_dead_lettered_after_exactly_max_attempts() -> anyho
 async fn a_rejected_message_is_dead_lettered_at_once() -> anyhow::Result<()> {
     for t in db_common::all("a_rejected_message_is_dead_lettered_at_once").await? {
         let queue = DbQueue::new(t.db.clone(), options());
-        queue.publish("rej", Outgoing::with_id("r", &b"?"[..])).await?;
+        queue
+            .publish("rej", Outgoing::with_id("r", &b"?"[..]))
+            .await?;
         let mut consumer = queue.consume("rej", ConsumeOptions::default()).await?;
         let delivery = consumer.next().await.expect("a delivery");
         delivery.reject("cannot parse").await?;
@@ -121,6 +132,8 @@ async fn queue_crash_loop(t: &db_common::TestDb, opts: DbQueueOptions) -> anyhow
 
 async fn queue_publish(t: &db_common::TestDb, opts: &DbQueueOptions) -> anyhow::Result<()> {
     let queue = DbQueue::new(t.db.clone(), opts.clone());
-    queue.publish("crash", Outgoing::with_id("c", &b"x"[..])).await?;
+    queue
+        .publish("crash", Outgoing::with_id("c", &b"x"[..]))
+        .await?;
     Ok(())
 }

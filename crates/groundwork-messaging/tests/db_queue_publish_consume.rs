@@ -38,7 +38,12 @@ async fn published_messages_are_consumed_and_acked() -> anyhow::Result<()> {
 
         let stats = queue.stats("jobs").await?;
         assert_eq!(
-            (stats.depth, stats.in_flight, stats.dead_lettered, stats.acked),
+            (
+                stats.depth,
+                stats.in_flight,
+                stats.dead_lettered,
+                stats.acked
+            ),
             (0, 0, 0, 1),
             "{}",
             t.name
@@ -79,7 +84,12 @@ async fn a_batch_is_delivered_once_each() -> anyhow::Result<()> {
         }
         assert!(
             db_common::eventually(Duration::from_secs(5), || async {
-                queue.stats("batch").await.map(|s| s.depth + s.in_flight).ok() == Some(0)
+                queue
+                    .stats("batch")
+                    .await
+                    .map(|s| s.depth + s.in_flight)
+                    .ok()
+                    == Some(0)
             })
             .await,
             "{}: the queue should be empty",

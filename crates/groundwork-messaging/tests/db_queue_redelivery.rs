@@ -72,7 +72,11 @@ async fn a_live_consumer_keeps_its_job_past_the_lease() -> anyhow::Result<()> {
             d = rival.next() => (d.expect("a delivery"), true),
         };
         // Work for three leases: the holder extends, nobody else gets it.
-        let other = if from_rival { &mut consumer } else { &mut rival };
+        let other = if from_rival {
+            &mut consumer
+        } else {
+            &mut rival
+        };
         assert!(
             tokio::time::timeout(Duration::from_millis(900), other.next())
                 .await
@@ -92,7 +96,8 @@ async fn a_live_consumer_keeps_its_job_past_the_lease() -> anyhow::Result<()> {
 async fn an_ack_after_the_job_came_again_is_refused() -> anyhow::Result<()> {
     for t in db_common::all("an_ack_after_the_job_came_again_is_refused").await? {
         let slow = DbQueue::new(t.db.clone(), short_lease());
-        slow.publish("late", Outgoing::with_id("l", &b"x"[..])).await?;
+        slow.publish("late", Outgoing::with_id("l", &b"x"[..]))
+            .await?;
         let mut first = slow.consume("late", ConsumeOptions::default()).await?;
         let stale = first.next().await.expect("a delivery");
         // This handle stops extending (as a frozen process would), the lease runs out, and

@@ -36,36 +36,33 @@ fn relay_options() -> RelayOptions {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_execution_and_its_message_commit_together() -> anyhow::Result<()> {
     for t in db_common::all("an_execution_and_its_message_commit_together").await? {
-        let w = t
-            .db
-            .workflows()
-            .create(
-                "test",
-                &NewWorkflow {
-                    name: "w".into(),
-                    description: None,
-                    steps: json!([]),
-                },
-            )
-            .await?;
-        let e = t
-            .db
-            .executions()
-            .enqueue(w.id, &json!({}), |e| {
-                vec![job("workflow.execute", format!("run-{}", e.id), e.id)]
-            })
-            .await?;
+        let w =
+            t.db.workflows()
+                .create(
+                    "test",
+                    &NewWorkflow {
+                        name: "w".into(),
+                        description: None,
+                        steps: json!([]),
+                    },
+                )
+                .await?;
+        let e =
+            t.db.executions()
+                .enqueue(w.id, &json!({}), |e| {
+                    vec![job("workflow.execute", format!("run-{}", e.id), e.id)]
+                })
+                .await?;
         assert_eq!(e.status.as_str(), "queued");
         assert_eq!(t.db.outbox().pending().await?, 1, "{}", t.name);
 
         // A failing write stages nothing.
-        let missing = t
-            .db
-            .executions()
-            .enqueue(w.id + 1_000, &json!({}), |e| {
-                vec![job("workflow.execute", format!("run-{}", e.id), e.id)]
-            })
-            .await;
+        let missing =
+            t.db.executions()
+                .enqueue(w.id + 1_000, &json!({}), |e| {
+                    vec![job("workflow.execute", format!("run-{}", e.id), e.id)]
+                })
+                .await;
         assert!(missing.is_err());
         assert_eq!(t.db.outbox().pending().await?, 1, "{}", t.name);
 
@@ -174,7 +171,12 @@ async fn staged_messages_wait_out_an_outage_and_are_relayed_after() -> anyhow::R
             "{}: the outbox should drain after the outage",
             t.name
         );
-        assert_eq!(inner.stats("notification.send").await?.depth, 50, "{}", t.name);
+        assert_eq!(
+            inner.stats("notification.send").await?.depth,
+            50,
+            "{}",
+            t.name
+        );
         stop.cancel();
         task.await?;
         inner.shutdown();

@@ -210,6 +210,10 @@ impl fmt::Debug for AmqpSettle {
     }
 }
 
+/// How long an ack or nack may take before the delivery is reported unsettled (the broker
+/// delivers it again when the channel closes).
+const SETTLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The error of a delivery whose channel is gone.
 fn gone() -> QueueError {
     QueueError::Unavailable(
@@ -253,10 +257,16 @@ impl AmqpSettle {
     }
 
     async fn ack(&self) -> Result<()> {
-        match self.acker.ack(BasicAckOptions::default()).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(gone()),
-            Err(err) => Err(QueueError::Unavailable(format!(
+        if self.acker.poisoned() {
+            return Err(gone());
+        }
+        // Bounded: lapin's answer to an ack sent while its connection closes can stay
+        // pending forever (seen in `amqp_redelivery`, about one run in six).
+        match tokio::time::timeout(SETTLE_WITHIN, self.acker.ack(BasicAckOptions::default())).await
+        {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) | Err(_) => Err(gone()),
+            Ok(Err(err)) => Err(QueueError::Unavailable(format!(
                 "acknowledging the delivery failed ({err}); the broker will deliver the message \
                  again"
             ))),
@@ -296,8 +306,8 @@ impl AmqpSettle {
                 requeue: true,
                 ..BasicNackOptions::default()
             };
-            match self.acker.nack(requeue).await {
-                Ok(true) => debug!(
+            match tokio::time::timeout(SETTLE_WITHIN, self.acker.nack(requeue)).await {
+                Ok(Ok(true)) => debug!(
                     id = %message.id,
                     error = %err,
                     "requeued a delivery whose copy was not confirmed"

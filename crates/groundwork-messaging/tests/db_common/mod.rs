@@ -23,13 +23,17 @@ pub(crate) struct TestDb {
 impl TestDb {
     /// Closes the pool and drops the PostgreSQL schema (best effort).
     pub(crate) async fn cleanup(self) {
-        self.db.close_within(std::time::Duration::from_secs(5)).await;
+        self.db
+            .close_within(std::time::Duration::from_secs(5))
+            .await;
         if let Some((url, schema)) = self.cleanup
             && let Ok(mut admin) = sqlx::PgConnection::connect(&url).await
         {
             // Built from digits and `_` only.
             let drop = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
-            let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&mut admin).await;
+            let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
+                .execute(&mut admin)
+                .await;
             let _ = admin.close().await;
         }
     }
