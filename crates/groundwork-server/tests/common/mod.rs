@@ -438,6 +438,19 @@ impl ServerProcess {
     /// # Errors
     /// When the process cannot be started.
     pub(crate) fn spawn(label: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::spawn_with(label, &["serve"], env)
+    }
+
+    /// [`ServerProcess::spawn`] with other arguments than `serve` (`worker`,
+    /// `serve --no-workers`). `GROUNDWORK_BIND` is set all the same.
+    ///
+    /// # Errors
+    /// When the process cannot be started.
+    pub(crate) fn spawn_with(
+        label: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         use std::process::{Command, Stdio};
         let logs = tempfile::tempdir()?;
         let port = free_port()?;
@@ -448,7 +461,7 @@ impl ServerProcess {
             }
         }
         command
-            .arg("serve")
+            .args(args)
             .env("GROUNDWORK_BIND", format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "info")
             .current_dir(logs.path())
@@ -469,6 +482,34 @@ impl ServerProcess {
             label: label.to_owned(),
             logs,
         })
+    }
+
+    /// Sends SIGTERM (through `kill`) and waits up to `within` for the process to exit.
+    ///
+    /// # Errors
+    /// When `kill` fails or the process is still running after `within`.
+    pub(crate) async fn terminate(
+        &mut self,
+        within: std::time::Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()?;
+        anyhow::ensure!(sent.success(), "kill -TERM {pid} failed");
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "{} still running {within:?} after SIGTERM\n{}",
+                self.label,
+                self.logs()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// What the server printed so far.
