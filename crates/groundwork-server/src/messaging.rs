@@ -26,6 +26,9 @@ pub const AUDIT_LOG: &str = "audit.log";
 /// The queues the server declares, consumes and reports.
 pub const QUEUES: [&str; 3] = [WORKFLOW_EXECUTE, NOTIFICATION_SEND, AUDIT_LOG];
 
+/// How long `GET /api/v1/queues` waits for one queue's figures.
+const STATS_WITHIN: Duration = Duration::from_secs(2);
+
 /// How often the queue gauges of `/metrics` are refreshed.
 const FIGURES_EVERY: Duration = Duration::from_secs(5);
 
@@ -138,19 +141,22 @@ impl Messaging {
         vec![relay, figures]
     }
 
-    /// The figures of every server queue; a queue whose figures cannot be read is reported
-    /// with its error.
+    /// The figures of every server queue, read concurrently; a queue whose figures cannot be
+    /// read within [`STATS_WITHIN`] (the broker is down, say) is reported with its error.
     pub async fn stats(&self) -> Vec<Result<QueueStats, (String, String)>> {
-        let mut out = Vec::with_capacity(QUEUES.len());
-        for queue in QUEUES {
+        let reads = QUEUES.iter().map(|queue| {
             let name = self.queue_name(queue);
-            out.push(
-                self.broker
-                    .stats(&name)
-                    .await
-                    .map_err(|err| (name.clone(), err.to_string())),
-            );
-        }
-        out
+            async move {
+                match tokio::time::timeout(STATS_WITHIN, self.broker.stats(&name)).await {
+                    Ok(Ok(stats)) => Ok(stats),
+                    Ok(Err(err)) => Err((name, err.to_string())),
+                    Err(_) => Err((
+                        name,
+                        format!("no figures within {} ms", STATS_WITHIN.as_millis()),
+                    )),
+                }
+            }
+        });
+        futures_util::future::join_all(reads).await
     }
 }
