@@ -128,6 +128,21 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
             },
         );
     }
+    if let groundwork_messaging::Broker::Amqp(amqp) = &state.messaging.broker {
+        // The outbox keeps what the API queues while RabbitMQ is away: degraded, still ready.
+        let connected = amqp.is_connected();
+        checks.insert(
+            "queue".to_owned(),
+            Check {
+                status: if connected { "ok" } else { "degraded" },
+                backend: Some("amqp"),
+                latency_ms: 0.0,
+                entries: None,
+                error: (!connected)
+                    .then(|| "RabbitMQ is unreachable; queued work waits in the outbox".to_owned()),
+            },
+        );
+    }
     let filling = state.caches.filling();
     let started = state.caches.started();
     for cache in state.caches.all() {
