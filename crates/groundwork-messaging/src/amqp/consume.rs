@@ -3,7 +3,9 @@
 //! (ack, retry through a delay queue, dead-letter).
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
@@ -212,7 +214,9 @@ impl fmt::Debug for AmqpSettle {
 
 /// How long an ack or nack may take before the delivery is reported unsettled (the broker
 /// delivers it again when the channel closes).
-const SETTLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+const SETTLE_WITHIN: Duration = Duration::from_secs(5);
+/// How often a pending ack or nack looks whether the delivery's channel has failed.
+const POISON_CHECK: Duration = Duration::from_millis(20);
 
 /// The error of a delivery whose channel is gone.
 fn gone() -> QueueError {
@@ -260,16 +264,38 @@ impl AmqpSettle {
         if self.acker.poisoned() {
             return Err(gone());
         }
-        // Bounded: lapin's answer to an ack sent while its connection closes can stay
-        // pending forever (seen in `amqp_redelivery`, about one run in six).
-        match tokio::time::timeout(SETTLE_WITHIN, self.acker.ack(BasicAckOptions::default())).await
+        match self
+            .bounded(self.acker.ack(BasicAckOptions::default()))
+            .await
         {
-            Ok(Ok(true)) => Ok(()),
-            Ok(Ok(false)) | Err(_) => Err(gone()),
-            Ok(Err(err)) => Err(QueueError::Unavailable(format!(
+            Some(Ok(true)) => Ok(()),
+            Some(Ok(false)) | None => Err(gone()),
+            Some(Err(err)) => Err(QueueError::Unavailable(format!(
                 "acknowledging the delivery failed ({err}); the broker will deliver the message \
                  again"
             ))),
+        }
+    }
+
+    /// Waits for `settle` (an ack or nack of this delivery), but gives up (`None`) once the
+    /// delivery's channel has failed or after [`SETTLE_WITHIN`]: lapin's answer to an ack
+    /// sent while its connection breaks can stay pending forever (seen in `amqp_redelivery`
+    /// and `amqp_connection_cut`), and the broker delivers the message again anyway.
+    async fn bounded(
+        &self,
+        settle: impl Future<Output = lapin::Result<bool>>,
+    ) -> Option<lapin::Result<bool>> {
+        let deadline = tokio::time::Instant::now() + SETTLE_WITHIN;
+        let mut settle = std::pin::pin!(settle);
+        loop {
+            tokio::select! {
+                biased;
+                result = &mut settle => return Some(result),
+                () = tokio::time::sleep(POISON_CHECK) => {}
+            }
+            if self.acker.poisoned() || tokio::time::Instant::now() >= deadline {
+                return None;
+            }
         }
     }
 
@@ -306,8 +332,8 @@ impl AmqpSettle {
                 requeue: true,
                 ..BasicNackOptions::default()
             };
-            match tokio::time::timeout(SETTLE_WITHIN, self.acker.nack(requeue)).await {
-                Ok(Ok(true)) => debug!(
+            match self.bounded(self.acker.nack(requeue)).await {
+                Some(Ok(true)) => debug!(
                     id = %message.id,
                     error = %err,
                     "requeued a delivery whose copy was not confirmed"

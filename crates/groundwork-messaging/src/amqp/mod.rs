@@ -209,18 +209,22 @@ impl AmqpQueue {
     /// is made in the background on first use, and made again whenever it is lost, so the
     /// broker may be down now.
     ///
-    /// This build of lapin has no TLS: an `amqps://` URL is accepted, but connecting fails
-    /// (and is retried) until lapin is built with a TLS feature.
+    /// This build has no TLS for AMQP: an `amqps://` URL is refused here, with the reason,
+    /// rather than failing to connect forever.
     ///
     /// # Errors
-    /// [`QueueError::Invalid`] when `url` is not an `amqp://` or `amqps://` URL or `options`
-    /// cannot be used (no retry delay, zero attempts, a zero timeout...).
+    /// [`QueueError::Invalid`] when `url` is not an `amqp://` URL (`amqps://` included) or
+    /// `options` cannot be used (no retry delay, zero attempts, a zero timeout...).
     pub fn new(url: &str, options: AmqpOptions) -> Result<Self> {
         let display_url = connection::redact(url);
-        let scheme_ok = url
-            .split_once("://")
-            .is_some_and(|(scheme, _)| matches!(scheme, "amqp" | "amqps"));
-        if !scheme_ok {
+        let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+        if scheme == Some("amqps") {
+            return Err(QueueError::Invalid(format!(
+                "{display_url:?}: amqps:// (TLS) is not supported by this build; use amqp:// on \
+                 a private network, or a local TLS-terminating proxy"
+            )));
+        }
+        if scheme != Some("amqp") {
             return Err(QueueError::Invalid(format!(
                 "{display_url:?} is not an AMQP URL (amqp://user:password@host:port/vhost)"
             )));
@@ -426,7 +430,11 @@ mod tests {
             )
             .is_ok()
         );
-        assert!(AmqpQueue::new("amqps://broker.example/%2f", AmqpOptions::default()).is_ok());
+        let tls = AmqpQueue::new("amqps://broker.example/%2f", AmqpOptions::default());
+        assert!(
+            matches!(&tls, Err(QueueError::Invalid(m)) if m.contains("not supported")),
+            "{tls:?}"
+        );
         for bad in [
             "http://127.0.0.1/",
             "127.0.0.1:5672",
