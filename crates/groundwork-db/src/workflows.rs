@@ -379,6 +379,28 @@ macro_rules! execution_columns {
     };
 }
 
+/// Inserts a queued execution of `$workflow_id` inside the transaction `$tx` (not found when
+/// the workflow does not exist) and evaluates to it.
+macro_rules! insert_queued {
+    ($tx:ident, $workflow_id:expr, $input:expr, $at:expr) => {{
+        let workflow: Option<i64> = sqlx::query_scalar("SELECT id FROM workflows WHERE id = $1")
+            .bind($workflow_id)
+            .fetch_optional(&mut *$tx)
+            .await?;
+        workflow.ok_or_else(|| DbError::not_found("workflow", $workflow_id))?;
+        sqlx::query_as::<_, Execution>(concat!(
+            "INSERT INTO executions (workflow_id, status, input, attempts, created_at, ",
+            "updated_at) VALUES ($1, 'queued', $2, 0, $3, $3) RETURNING ",
+            execution_columns!()
+        ))
+        .bind($workflow_id)
+        .bind(Json($input))
+        .bind($at)
+        .fetch_one(&mut *$tx)
+        .await?
+    }};
+}
+
 /// Execution and checkpoint repository. Reached through [`Database::executions`].
 #[derive(Debug, Clone, Copy)]
 pub struct Executions<'a> {
@@ -397,23 +419,8 @@ impl<'a> Executions<'a> {
     pub async fn create(&self, actor: &str, workflow_id: i64, input: &Value) -> Result<Execution> {
         validate::json("input", input)?;
         let at = now();
-        let execution = in_tx!(self.db, |tx, _pg| {
-            let workflow: Option<i64> =
-                sqlx::query_scalar("SELECT id FROM workflows WHERE id = $1")
-                    .bind(workflow_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            workflow.ok_or_else(|| DbError::not_found("workflow", workflow_id))?;
-            let execution = sqlx::query_as::<_, Execution>(concat!(
-                "INSERT INTO executions (workflow_id, status, input, attempts, created_at, ",
-                "updated_at) VALUES ($1, 'queued', $2, 0, $3, $3) RETURNING ",
-                execution_columns!()
-            ))
-            .bind(workflow_id)
-            .bind(Json(input))
-            .bind(at)
-            .fetch_one(&mut *tx)
-            .await?;
+        in_tx!(self.db, |tx, _pg| {
+            let execution = insert_queued!(tx, workflow_id, input, at);
             record_audit!(
                 tx,
                 AuditRecord {
@@ -425,8 +432,7 @@ impl<'a> Executions<'a> {
                 }
             );
             execution
-        })?;
-        Ok(execution)
+        })
     }
 
     /// Creates a queued execution of workflow `workflow_id` with `input` and, in the same
@@ -444,28 +450,12 @@ impl<'a> Executions<'a> {
     ) -> Result<Execution> {
         validate::json("input", input)?;
         let at = now();
-        let execution = in_tx!(self.db, |tx, _pg| {
-            let workflow: Option<i64> =
-                sqlx::query_scalar("SELECT id FROM workflows WHERE id = $1")
-                    .bind(workflow_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            workflow.ok_or_else(|| DbError::not_found("workflow", workflow_id))?;
-            let execution = sqlx::query_as::<_, Execution>(concat!(
-                "INSERT INTO executions (workflow_id, status, input, attempts, created_at, ",
-                "updated_at) VALUES ($1, 'queued', $2, 0, $3, $3) RETURNING ",
-                execution_columns!()
-            ))
-            .bind(workflow_id)
-            .bind(Json(input))
-            .bind(at)
-            .fetch_one(&mut *tx)
-            .await?;
+        in_tx!(self.db, |tx, _pg| {
+            let execution = insert_queued!(tx, workflow_id, input, at);
             let staged = messages(&execution);
             stage_outbox!(tx, &staged, at);
             execution
-        })?;
-        Ok(execution)
+        })
     }
 
     /// The execution with `id`.
