@@ -184,3 +184,30 @@ async fn staged_messages_wait_out_an_outage_and_are_relayed_after() -> anyhow::R
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inbox_remembers_ids_until_pruned() -> anyhow::Result<()> {
+    for t in db_common::all("the_inbox_remembers_ids_until_pruned").await? {
+        let inbox = t.db.inbox();
+        assert!(inbox.record("c", "m-1").await?, "{}", t.name);
+        assert!(
+            !inbox.record("c", "m-1").await?,
+            "{}: recorded twice",
+            t.name
+        );
+        assert!(inbox.record("other", "m-1").await?, "consumers are apart");
+        assert!(inbox.contains("c", "m-1").await?);
+        // Nothing is older than an hour ago; everything is older than an hour from now.
+        let hour = chrono::TimeDelta::hours(1);
+        assert_eq!(inbox.prune(groundwork_db::now() - hour).await?, 0);
+        assert_eq!(
+            inbox.prune(groundwork_db::now() + hour).await?,
+            2,
+            "{}",
+            t.name
+        );
+        assert!(!inbox.contains("c", "m-1").await?);
+        t.cleanup().await;
+    }
+    Ok(())
+}

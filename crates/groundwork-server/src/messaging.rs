@@ -29,6 +29,12 @@ pub const QUEUES: [&str; 3] = [WORKFLOW_EXECUTE, NOTIFICATION_SEND, AUDIT_LOG];
 /// How long `GET /api/v1/queues` waits for one queue's figures.
 const STATS_WITHIN: Duration = Duration::from_secs(2);
 
+/// How long processed message ids are remembered (redeliveries come within minutes; a
+/// message dead-lettered and replayed by hand within this still counts as processed).
+pub const INBOX_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often the inbox is pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 /// How often the queue gauges of `/metrics` are refreshed.
 const FIGURES_EVERY: Duration = Duration::from_secs(5);
 
@@ -37,6 +43,7 @@ const FIGURES_EVERY: Duration = Duration::from_secs(5);
 pub struct Messaging {
     /// RabbitMQ or the database-backed queue.
     pub broker: Broker,
+    db: Database,
     prefix: String,
     relay: OutboxRelay<Broker>,
     wake: Arc<Notify>,
@@ -87,6 +94,7 @@ impl Messaging {
         let wake = relay.notifier();
         Ok(Self {
             broker,
+            db: db.clone(),
             prefix: config.queue_prefix.clone(),
             relay,
             wake,
@@ -101,6 +109,7 @@ impl Messaging {
         let wake = relay.notifier();
         Self {
             broker,
+            db: db.clone(),
             prefix: String::new(),
             relay,
             wake,
@@ -124,9 +133,29 @@ impl Messaging {
         self.wake.notify_one();
     }
 
-    /// Starts the outbox relay and the refresh of the queue gauges, until `stop`.
+    /// Starts the outbox relay, the refresh of the queue gauges and the pruning of the inbox
+    /// (ids processed more than [`INBOX_KEEP`] ago, every [`PRUNE_EVERY`]), until `stop`.
     pub fn spawn_relay(&self, stop: CancellationToken) -> Vec<JoinHandle<()>> {
         let relay = self.relay.clone().spawn(stop.clone());
+        let db = self.db.clone();
+        let pruning = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                loop {
+                    let before = groundwork_db::now()
+                        - chrono::TimeDelta::from_std(INBOX_KEEP).unwrap_or(chrono::TimeDelta::MAX);
+                    match db.inbox().prune(before).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(pruned = n, "inbox pruned"),
+                        Err(err) => tracing::warn!(error = %err, "cannot prune the inbox"),
+                    }
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(PRUNE_EVERY) => {}
+                    }
+                }
+            })
+        };
         let this = self.clone();
         let figures = tokio::spawn(async move {
             loop {
@@ -138,7 +167,7 @@ impl Messaging {
                 }
             }
         });
-        vec![relay, figures]
+        vec![relay, figures, pruning]
     }
 
     /// The figures of every server queue, read concurrently; a queue whose figures cannot be
