@@ -54,6 +54,7 @@ mod validate;
 pub mod agents;
 pub mod audit;
 pub mod changes;
+pub mod files;
 pub mod prompts;
 pub mod queue;
 pub mod sessions;
@@ -69,6 +70,7 @@ pub use changes::{
 };
 pub use database::{BackendKind, Database, DatabaseOptions, now, redact_password};
 pub use error::{DbError, Result};
+pub use files::{File, FileFilter, Files, NewFile};
 pub use page::{Listing, Page};
 pub use prompts::{NewPrompt, Prompt, PromptFilter, PromptPatch, Prompts};
 pub use queue::{
@@ -145,6 +147,12 @@ impl Database {
     #[must_use]
     pub fn views(&self) -> Views<'_> {
         Views::new(self)
+    }
+
+    /// Metadata of stored files.
+    #[must_use]
+    pub fn files(&self) -> Files<'_> {
+        Files::new(self)
     }
 
     /// The rows of the database-backed job queue.

@@ -106,6 +106,7 @@ conformance! {
     workflow_with_execution_cannot_be_deleted,
     executions_lifecycle,
     executions_illegal_moves,
+    files_record_list_and_delete,
     executions_list_for_workflow,
     checkpoints_upsert_and_order,
     sessions_lifecycle,
@@ -4298,5 +4299,60 @@ async fn listen_changes_notifies(db: Database) -> anyhow::Result<()> {
         Some(ChangeEvent::Changed),
         "no notification after the lock was released"
     );
+    Ok(())
+}
+
+async fn files_record_list_and_delete(db: Database) -> anyhow::Result<()> {
+    use groundwork_db::{FileFilter, NewFile};
+    let w = db
+        .workflows()
+        .create(ACTOR, &workflow("with-files"))
+        .await?;
+    let e = db.executions().create(ACTOR, w.id, &json!({})).await?;
+    let new = |key: &str, execution_id: Option<i64>| NewFile {
+        name: "report.pdf".into(),
+        content_type: "application/pdf".into(),
+        size: 3,
+        sha256: "AB".repeat(32),
+        storage_key: key.into(),
+        owner: ACTOR.into(),
+        execution_id,
+        digest_id: None,
+    };
+    let a = db.files().create(&new("files/a", Some(e.id))).await?;
+    assert_eq!(a.sha256, "ab".repeat(32), "stored lower case");
+    assert_eq!(a.execution_id, Some(e.id));
+    assert_eq!(db.files().get(a.id).await?, a);
+    let b = db.files().create(&new("files/b", None)).await?;
+    expect_err!(Conflict, db.files().create(&new("files/b", None)).await);
+    expect_err!(
+        Invalid,
+        db.files().create(&new("files/c", Some(e.id + 1_000))).await
+    );
+    let mut bad = new("files/d", None);
+    bad.sha256 = "xyz".into();
+    expect_err!(Invalid, db.files().create(&bad).await);
+
+    let all = db
+        .files()
+        .list(&FileFilter::default(), Page::default())
+        .await?;
+    assert_eq!(all.total, 2);
+    assert_eq!(all.items[0].id, b.id, "newest first");
+    let attached = db
+        .files()
+        .list(
+            &FileFilter {
+                execution_id: Some(e.id),
+                ..FileFilter::default()
+            },
+            Page::default(),
+        )
+        .await?;
+    assert_eq!(attached.items, vec![a.clone()]);
+
+    assert_eq!(db.files().delete(ACTOR, a.id).await?, a);
+    expect_err!(NotFound, db.files().get(a.id).await);
+    expect_err!(NotFound, db.files().delete(ACTOR, a.id).await);
     Ok(())
 }

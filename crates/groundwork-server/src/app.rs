@@ -22,7 +22,7 @@ use crate::config::{ApiKey, Config};
 use crate::error::ApiError;
 use crate::routes::system::OpenApiJson;
 use crate::routes::{
-    agents, audit, cache, infra, llm, prompts, queues, system, tools, users, workflows,
+    agents, audit, cache, files, infra, llm, prompts, queues, system, tools, users, workflows,
 };
 use crate::telemetry::track_http;
 
@@ -45,6 +45,28 @@ pub struct AppState {
     pub llm: Option<groundwork_llm::gateway::Gateway>,
     /// The queues (the embedded database queue unless RabbitMQ is configured).
     pub messaging: crate::messaging::Messaging,
+    /// The file store and the upload limit.
+    pub files: FileStorage,
+}
+
+/// Where uploaded files go, and how large they may be.
+#[derive(Clone, Debug)]
+pub struct FileStorage {
+    /// The store (local disk, memory or S3-compatible).
+    pub store: Arc<dyn groundwork_storage::FileStore>,
+    /// Largest accepted upload, in bytes.
+    pub max_upload_bytes: u64,
+}
+
+impl FileStorage {
+    /// Files kept in memory (tests, and states built without a configuration).
+    #[must_use]
+    pub fn in_memory(max_upload_bytes: u64) -> Self {
+        Self {
+            store: Arc::new(groundwork_storage::ObjectFileStore::memory()),
+            max_upload_bytes,
+        }
+    }
 }
 
 impl AppState {
@@ -65,6 +87,7 @@ impl AppState {
     ) -> Self {
         let caches = Caches::new(&db, cache);
         let messaging = crate::messaging::Messaging::embedded(&db);
+        let files = FileStorage::in_memory(Config::default().storage_max_upload_bytes);
         let http = match HttpClient::new(HttpClientOptions::default()) {
             Ok(client) => Some(client),
             Err(err) => {
@@ -81,6 +104,7 @@ impl AppState {
             redis: None,
             llm: None,
             messaging,
+            files,
         }
     }
 
@@ -88,6 +112,13 @@ impl AppState {
     #[must_use]
     pub fn with_llm(mut self, gateway: groundwork_llm::gateway::Gateway) -> Self {
         self.llm = Some(gateway);
+        self
+    }
+
+    /// Uses `files` for uploads.
+    #[must_use]
+    pub fn with_files(mut self, files: FileStorage) -> Self {
+        self.files = files;
         self
     }
 
@@ -226,6 +257,15 @@ pub fn app(state: AppState, settings: HttpSettings) -> Router {
         .routes(routes!(workflows::start))
         .routes(routes!(workflows::execution))
         .routes(routes!(queues::queues))
+        .merge(
+            // Uploads are streamed and limited by the file store's own limit, not the JSON
+            // body limit.
+            OpenApiRouter::new()
+                .routes(routes!(files::upload, files::list))
+                .routes(routes!(files::download, files::delete))
+                .routes(routes!(files::meta))
+                .layer(DefaultBodyLimit::disable()),
+        )
         .routes(routes!(audit::list))
         .routes(routes!(cache::list))
         .routes(routes!(cache::invalidate))

@@ -180,6 +180,9 @@ pub struct Config {
     /// `file://PATH` or `s3://bucket?endpoint=…`. Env `GROUNDWORK_STORAGE_URL`.
     /// Default `file://./groundwork-data/files`.
     pub storage_url: String,
+    /// Largest accepted upload, in bytes (cut mid-stream with 413 past it). Env
+    /// `GROUNDWORK_STORAGE_MAX_UPLOAD_BYTES`. Default 104857600 (100 MiB).
+    pub storage_max_upload_bytes: u64,
     /// OpenAI-compatible upstream. Env `GROUNDWORK_LLM_BASE_URL`.
     pub llm_base_url: Option<String>,
     /// Key for the upstream (never printed). Env `GROUNDWORK_LLM_API_KEY`.
@@ -243,6 +246,7 @@ impl Default for Config {
             queue_prefix: String::new(),
             notify_webhook_url: None,
             storage_url: "file://./groundwork-data/files".to_owned(),
+            storage_max_upload_bytes: 100 * 1024 * 1024,
             llm_base_url: None,
             llm_api_key: None,
             llm_cache_ttl_secs: 86_400,
@@ -368,6 +372,9 @@ impl Config {
         }
         if let Some(v) = env("GROUNDWORK_STORAGE_URL") {
             self.storage_url = v;
+        }
+        if let Some(v) = env("GROUNDWORK_STORAGE_MAX_UPLOAD_BYTES") {
+            self.storage_max_upload_bytes = parsed("GROUNDWORK_STORAGE_MAX_UPLOAD_BYTES", v)?;
         }
         if let Some(v) = env("GROUNDWORK_LLM_BASE_URL") {
             self.llm_base_url = Some(v);

@@ -89,7 +89,9 @@ pub async fn serve(config: Config, metrics: PrometheusHandle) -> anyhow::Result<
         None => state,
     };
     let messaging = crate::messaging::Messaging::new(&db, &config)?;
-    let state = state.with_messaging(messaging.clone());
+    let state = state
+        .with_messaging(messaging.clone())
+        .with_files(file_storage(&config)?);
     let stop_workers = CancellationToken::new();
     let background = if config.workers {
         crate::workers::spawn(
@@ -284,6 +286,24 @@ fn llm_gateway(
         cache,
         GatewayOptions::new().cache_nondeterministic(config.llm_cache_nondeterministic),
     ))
+}
+
+/// The file store `config.storage_url` names.
+///
+/// # Errors
+/// When the URL is unusable (or a local directory cannot be created).
+pub fn file_storage(config: &Config) -> anyhow::Result<crate::app::FileStorage> {
+    let store = groundwork_storage::open(&config.storage_url).with_context(|| {
+        format!(
+            "cannot open file storage {}",
+            redact_password(&config.storage_url)
+        )
+    })?;
+    tracing::info!(store = %store.describe(), "file storage ready");
+    Ok(crate::app::FileStorage {
+        store,
+        max_upload_bytes: config.storage_max_upload_bytes,
+    })
 }
 
 /// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.

@@ -3,6 +3,7 @@
 pub mod agents;
 pub mod audit;
 pub mod cache;
+pub mod files;
 pub mod infra;
 pub mod llm;
 pub mod prompts;

@@ -1,0 +1,234 @@
+//! Metadata of stored files. The bytes live in a file store (`groundwork-storage`); a row is
+//! written only once its object is complete, so a partial upload is never visible.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::Database;
+use crate::audit::{AuditRecord, record_audit};
+use crate::database::{in_tx, now, on_pool};
+use crate::error::{DbError, Result};
+use crate::page::{Listing, Page};
+use crate::validate::{self, limits};
+
+/// A stored file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct File {
+    /// Identity.
+    pub id: i64,
+    /// Display name (sanitised; never a path).
+    pub name: String,
+    /// MIME type given at upload.
+    pub content_type: String,
+    /// Size in bytes.
+    pub size: i64,
+    /// SHA-256 of the content, lowercase hex.
+    pub sha256: String,
+    /// Where the store keeps it (generated, never from user input).
+    pub storage_key: String,
+    /// Who uploaded it (API key name, `anonymous` without keys).
+    pub owner: String,
+    /// The execution it is attached to, if any.
+    pub execution_id: Option<i64>,
+    /// The e-mail digest it is attached to, if any.
+    pub digest_id: Option<i64>,
+    /// When the upload completed.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A file to record, once its object is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewFile {
+    /// Display name.
+    pub name: String,
+    /// MIME type.
+    pub content_type: String,
+    /// Size in bytes.
+    pub size: i64,
+    /// SHA-256, lowercase hex.
+    pub sha256: String,
+    /// The store's key.
+    pub storage_key: String,
+    /// The uploader.
+    pub owner: String,
+    /// Attach to this execution.
+    pub execution_id: Option<i64>,
+    /// Attach to this digest.
+    pub digest_id: Option<i64>,
+}
+
+/// Filters of [`Files::list`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileFilter {
+    /// Only files uploaded by this owner.
+    pub owner: Option<String>,
+    /// Only files attached to this execution.
+    pub execution_id: Option<i64>,
+    /// Only files attached to this digest.
+    pub digest_id: Option<i64>,
+}
+
+macro_rules! file_columns {
+    () => {
+        "id, name, content_type, size, sha256, storage_key, owner, execution_id, digest_id, \
+         created_at"
+    };
+}
+
+/// File metadata repository. Reached through [`Database::files`].
+#[derive(Debug, Clone, Copy)]
+pub struct Files<'a> {
+    db: &'a Database,
+}
+
+impl<'a> Files<'a> {
+    pub(crate) fn new(db: &'a Database) -> Self {
+        Self { db }
+    }
+
+    /// Records a stored file (and its audit entry).
+    ///
+    /// # Errors
+    /// [`DbError::Invalid`] for an empty or oversize name or type, a malformed SHA-256, or an
+    /// execution or digest that does not exist; [`DbError::Conflict`] for a storage key
+    /// recorded already.
+    pub async fn create(&self, new: &NewFile) -> Result<File> {
+        validate::text("name", &new.name, limits::NAME * 2)?;
+        validate::text("content_type", &new.content_type, limits::NAME)?;
+        validate::text("owner", &new.owner, limits::NAME)?;
+        if new.size < 0 {
+            return Err(DbError::invalid("size must not be negative"));
+        }
+        if new.sha256.len() != 64 || !new.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(DbError::invalid("sha256 must be 64 hexadecimal digits"));
+        }
+        let at = now();
+        in_tx!(self.db, |tx, _pg| {
+            let file = sqlx::query_as::<_, File>(concat!(
+                "INSERT INTO files (name, content_type, size, sha256, storage_key, owner, ",
+                "execution_id, digest_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ",
+                "RETURNING ",
+                file_columns!()
+            ))
+            .bind(&new.name)
+            .bind(&new.content_type)
+            .bind(new.size)
+            .bind(new.sha256.to_ascii_lowercase())
+            .bind(&new.storage_key)
+            .bind(&new.owner)
+            .bind(new.execution_id)
+            .bind(new.digest_id)
+            .bind(at)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|err| {
+                DbError::from(err).on_conflict(|| {
+                    format!("storage key {:?} is recorded already", new.storage_key)
+                })
+            })?;
+            record_audit!(
+                tx,
+                AuditRecord {
+                    actor: &new.owner,
+                    action: "file.create",
+                    entity_type: "file",
+                    entity_id: file.id.to_string(),
+                    details: json!({ "name": file.name, "size": file.size }),
+                }
+            );
+            file
+        })
+        .map_err(|err| match err {
+            DbError::Invalid {
+                source: Some(_), ..
+            } => DbError::invalid("the execution or digest to attach the file to does not exist"),
+            other => other,
+        })
+    }
+
+    /// The file with `id`.
+    ///
+    /// # Errors
+    /// [`DbError::NotFound`] if there is none.
+    pub async fn get(&self, id: i64) -> Result<File> {
+        let file = on_pool!(self.db, |pool| {
+            sqlx::query_as::<_, File>(concat!(
+                "SELECT ",
+                file_columns!(),
+                " FROM files WHERE id = $1"
+            ))
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+        })?;
+        file.ok_or_else(|| DbError::not_found("file", id))
+    }
+
+    /// Files matching `filter`, newest first.
+    ///
+    /// # Errors
+    /// [`DbError::Unavailable`] when the database cannot be reached.
+    pub async fn list(&self, filter: &FileFilter, page: Page) -> Result<Listing<File>> {
+        let (items, total) = on_pool!(self.db, |pool| {
+            let items = sqlx::query_as::<_, File>(concat!(
+                "SELECT ",
+                file_columns!(),
+                " FROM files WHERE ($1 IS NULL OR owner = $1) ",
+                "AND ($2 IS NULL OR execution_id = $2) AND ($3 IS NULL OR digest_id = $3) ",
+                "ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5"
+            ))
+            .bind(filter.owner.as_deref())
+            .bind(filter.execution_id)
+            .bind(filter.digest_id)
+            .bind(page.limit())
+            .bind(page.offset())
+            .fetch_all(pool)
+            .await?;
+            let total: i64 = sqlx::query_scalar(concat!(
+                "SELECT COUNT(*) FROM files WHERE ($1 IS NULL OR owner = $1) ",
+                "AND ($2 IS NULL OR execution_id = $2) AND ($3 IS NULL OR digest_id = $3)"
+            ))
+            .bind(filter.owner.as_deref())
+            .bind(filter.execution_id)
+            .bind(filter.digest_id)
+            .fetch_one(pool)
+            .await?;
+            Ok::<_, sqlx::Error>((items, total))
+        })?;
+        Ok(Listing { items, total })
+    }
+
+    /// Deletes the record of file `id` (and writes its audit entry); returns it, so that the
+    /// caller removes the object (a failure there leaves an unreferenced object, never a
+    /// record without its bytes).
+    ///
+    /// # Errors
+    /// [`DbError::NotFound`] if there is none.
+    pub async fn delete(&self, actor: &str, id: i64) -> Result<File> {
+        let deleted = in_tx!(self.db, |tx, _pg| {
+            let file = sqlx::query_as::<_, File>(concat!(
+                "DELETE FROM files WHERE id = $1 RETURNING ",
+                file_columns!()
+            ))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(file) = &file {
+                record_audit!(
+                    tx,
+                    AuditRecord {
+                        actor,
+                        action: "file.delete",
+                        entity_type: "file",
+                        entity_id: file.id.to_string(),
+                        details: json!({ "name": file.name }),
+                    }
+                );
+            }
+            file
+        })?;
+        deleted.ok_or_else(|| DbError::not_found("file", id))
+    }
+}
