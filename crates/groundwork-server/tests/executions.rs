@@ -60,20 +60,20 @@ async fn audit_actions(server: &ServerProcess, id: i64) -> anyhow::Result<Vec<St
         )
         .await?;
     let wanted = id.to_string();
-    let mut actions: Vec<(i64, String)> = body["items"]
+    // In the order the changes happened (`at`, the time of each state change): the audit
+    // consumer may write them in another order.
+    let mut actions: Vec<(chrono::DateTime<chrono::FixedOffset>, i64, String)> = body["items"]
         .as_array()
         .into_iter()
         .flatten()
         .filter(|e| e["entity_id"].as_str() == Some(wanted.as_str()))
-        .map(|e| {
-            (
-                e["id"].as_i64().unwrap_or(0),
-                e["action"].as_str().unwrap_or("").to_owned(),
-            )
+        .filter_map(|e| {
+            let at = chrono::DateTime::parse_from_rfc3339(e["at"].as_str()?).ok()?;
+            Some((at, e["id"].as_i64()?, e["action"].as_str()?.to_owned()))
         })
         .collect();
     actions.sort();
-    Ok(actions.into_iter().map(|(_, a)| a).collect())
+    Ok(actions.into_iter().map(|(_, _, a)| a).collect())
 }
 
 async fn scenario(label: &str, env: &[(&str, &str)]) -> anyhow::Result<()> {
