@@ -56,6 +56,21 @@ pub fn amqp_url(test: &str) -> Option<String> {
     )
 }
 
+/// The endpoint of the run's S3-compatible server (`GROUNDWORK_TEST_S3_ENDPOINT`, e.g.
+/// `http://127.0.0.1:9100`, a moto server that `.ci/run` starts), or `None` after a notice.
+///
+/// # Panics
+/// When it is unset and `GROUNDWORK_REQUIRE_S3=1`.
+#[must_use]
+pub fn s3_endpoint(test: &str) -> Option<String> {
+    service_url(
+        test,
+        "GROUNDWORK_TEST_S3_ENDPOINT",
+        "GROUNDWORK_REQUIRE_S3",
+        "http://127.0.0.1:9100",
+    )
+}
+
 fn service_url(test: &str, var: &str, require: &str, example: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(url) if !url.trim().is_empty() => Some(url.trim().to_owned()),
