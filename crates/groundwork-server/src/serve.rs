@@ -64,34 +64,8 @@ pub async fn serve(config: Config, metrics: PrometheusHandle) -> anyhow::Result<
             "database not reachable yet; serving, with /ready answering 503 until it is"
         ),
     }
-    let state = AppState::with_cache_settings(
-        db.clone(),
-        &config.api_keys,
-        metrics,
-        CacheSettings::from(&config),
-    );
-    let state = match &config.redis_url {
-        Some(url) => {
-            let redis = RedisClient::new(
-                RedisOptions::new(url.clone())
-                    .op_timeout(Duration::from_millis(config.redis_op_timeout_ms)),
-            )
-            .with_context(|| format!("invalid Redis URL {}", redact_password(url)))?;
-            state.with_redis(redis)
-        }
-        None => state,
-    };
-    let state = match &config.llm_base_url {
-        Some(base_url) => {
-            let gateway = llm_gateway(&config, base_url, &state)?;
-            state.with_llm(gateway)
-        }
-        None => state,
-    };
-    let messaging = crate::messaging::Messaging::new(&db, &config)?;
-    let state = state
-        .with_messaging(messaging.clone())
-        .with_files(file_storage(&config)?);
+    let state = build_state(&config, &db, metrics)?;
+    let messaging = state.messaging.clone();
     let stop_workers = CancellationToken::new();
     let background = if config.workers {
         crate::workers::spawn(
@@ -201,26 +175,8 @@ pub async fn work(config: Config) -> anyhow::Result<()> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .build_recorder()
         .handle();
-    let mut state = AppState::with_cache_settings(
-        db.clone(),
-        &config.api_keys,
-        metrics,
-        CacheSettings::from(&config),
-    );
-    if let Some(url) = &config.redis_url {
-        let redis = RedisClient::new(
-            RedisOptions::new(url.clone())
-                .op_timeout(Duration::from_millis(config.redis_op_timeout_ms)),
-        )
-        .with_context(|| format!("invalid Redis URL {}", redact_password(url)))?;
-        state = state.with_redis(redis);
-    }
-    if let Some(base_url) = &config.llm_base_url {
-        let gateway = llm_gateway(&config, base_url, &state)?;
-        state = state.with_llm(gateway);
-    }
-    let messaging = crate::messaging::Messaging::new(&db, &config)?;
-    let state = state.with_messaging(messaging.clone());
+    let state = build_state(&config, &db, metrics)?;
+    let messaging = state.messaging.clone();
     let stop = CancellationToken::new();
     let tasks = crate::workers::spawn(
         crate::workers::WorkerDeps::from_state(&state, &config),
@@ -238,6 +194,40 @@ pub async fn work(config: Config) -> anyhow::Result<()> {
     db.close_within(Duration::from_secs(5)).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The application state `config` describes, over `db`: caches, Redis, the LLM proxy, the
+/// queues and the file store (shared by `serve` and `worker`).
+///
+/// # Errors
+/// When a URL of the configuration is unusable.
+fn build_state(
+    config: &Config,
+    db: &Database,
+    metrics: PrometheusHandle,
+) -> anyhow::Result<AppState> {
+    let mut state = AppState::with_cache_settings(
+        db.clone(),
+        &config.api_keys,
+        metrics,
+        CacheSettings::from(config),
+    );
+    if let Some(url) = &config.redis_url {
+        let redis = RedisClient::new(
+            RedisOptions::new(url.clone())
+                .op_timeout(Duration::from_millis(config.redis_op_timeout_ms)),
+        )
+        .with_context(|| format!("invalid Redis URL {}", redact_password(url)))?;
+        state = state.with_redis(redis);
+    }
+    if let Some(base_url) = &config.llm_base_url {
+        let gateway = llm_gateway(config, base_url, &state)?;
+        state = state.with_llm(gateway);
+    }
+    let messaging = crate::messaging::Messaging::new(db, config)?;
+    Ok(state
+        .with_messaging(messaging)
+        .with_files(file_storage(config)?))
 }
 
 /// Cancels `stop` and waits for `tasks` up to `deadline`, then aborts what is left (their
