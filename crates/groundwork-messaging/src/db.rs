@@ -16,7 +16,7 @@
 //!   stays in the table as dead ([`groundwork_db::Jobs::dead`] lists them).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -77,7 +77,7 @@ struct Inner {
     wake: Mutex<HashMap<String, watch::Sender<u64>>>,
     counters: Mutex<HashMap<String, Arc<Counters>>>,
     /// The PostgreSQL listener task, started by the first consumer.
-    listening: Mutex<bool>,
+    listening: AtomicBool,
     stop: CancellationToken,
 }
 
@@ -97,7 +97,7 @@ impl DbQueue {
                 options,
                 wake: Mutex::new(HashMap::new()),
                 counters: Mutex::new(HashMap::new()),
-                listening: Mutex::new(false),
+                listening: AtomicBool::new(false),
                 stop: CancellationToken::new(),
             }),
         }
@@ -151,15 +151,8 @@ impl Inner {
         if self.db.backend_kind() != groundwork_db::BackendKind::Postgres {
             return;
         }
-        {
-            let mut listening = self
-                .listening
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if *listening {
-                return;
-            }
-            *listening = true;
+        if self.listening.swap(true, Ordering::AcqRel) {
+            return;
         }
         let inner = Arc::downgrade(self);
         let stop = self.stop.clone();

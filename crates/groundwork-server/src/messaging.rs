@@ -83,34 +83,31 @@ impl Messaging {
                 },
             )),
         };
-        let relay = OutboxRelay::new(
-            db.clone(),
-            broker.clone(),
-            RelayOptions {
-                queue_prefix: config.queue_prefix.clone(),
-                ..RelayOptions::default()
-            },
-        );
-        let wake = relay.notifier();
-        Ok(Self {
-            broker,
-            db: db.clone(),
-            prefix: config.queue_prefix.clone(),
-            relay,
-            wake,
-        })
+        Ok(Self::over(db, broker, config.queue_prefix.clone()))
     }
 
     /// The embedded database queue with default settings, over `db`.
     #[must_use]
     pub fn embedded(db: &Database) -> Self {
         let broker = Broker::Database(DbQueue::new(db.clone(), DbQueueOptions::default()));
-        let relay = OutboxRelay::new(db.clone(), broker.clone(), RelayOptions::default());
+        Self::over(db, broker, String::new())
+    }
+
+    /// `broker` with its outbox relay over `db`, queue names prefixed with `prefix`.
+    fn over(db: &Database, broker: Broker, prefix: String) -> Self {
+        let relay = OutboxRelay::new(
+            db.clone(),
+            broker.clone(),
+            RelayOptions {
+                queue_prefix: prefix.clone(),
+                ..RelayOptions::default()
+            },
+        );
         let wake = relay.notifier();
         Self {
             broker,
             db: db.clone(),
-            prefix: String::new(),
+            prefix,
             relay,
             wake,
         }

@@ -294,13 +294,10 @@ pub async fn download(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let file = state.db.files().get(id).await?;
-    let etag = format!("\"{}\"", file.sha256);
+    let etag = groundwork_storage::etag(&file.sha256);
     let size = u64::try_from(file.size).unwrap_or(0);
-    if let Some(wanted) = header_text(&headers, IF_NONE_MATCH.as_str())
-        && wanted
-            .split(',')
-            .map(|tag| tag.trim().trim_start_matches("W/"))
-            .any(|tag| tag == "*" || tag == etag)
+    if header_text(&headers, IF_NONE_MATCH.as_str())
+        .is_some_and(|wanted| groundwork_storage::if_none_match(&wanted, &etag))
     {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
         insert(&mut response, ETAG, &etag);
