@@ -148,6 +148,54 @@ impl<'a> Files<'a> {
         })
     }
 
+    /// Checks that the execution and the digest a file is to be attached to exist, in one
+    /// query and without writing anything, so that an upload can be refused before its
+    /// content is stored. `None` is nothing to check (and no query at all when both are).
+    /// The foreign keys checked by [`Files::create`] remain the guard against a concurrent
+    /// delete.
+    ///
+    /// # Errors
+    /// [`DbError::Invalid`] naming every one that is missing (`execution 42 does not
+    /// exist`); [`DbError::Unavailable`] when the database cannot be reached.
+    pub async fn check_attachments(
+        &self,
+        execution_id: Option<i64>,
+        digest_id: Option<i64>,
+    ) -> Result<()> {
+        if execution_id.is_none() && digest_id.is_none() {
+            return Ok(());
+        }
+        let (executions, digests) = on_pool!(self.db, |pool| {
+            sqlx::query_as::<_, (i64, i64)>(concat!(
+                "SELECT (SELECT COUNT(*) FROM executions WHERE id = $1), ",
+                "(SELECT COUNT(*) FROM email_digests WHERE id = $2)"
+            ))
+            .bind(execution_id)
+            .bind(digest_id)
+            .fetch_one(pool)
+            .await
+        })?;
+        let missing: Vec<String> = [
+            execution_id
+                .filter(|_| executions == 0)
+                .map(|id| format!("execution {id}")),
+            digest_id
+                .filter(|_| digests == 0)
+                .map(|id| format!("digest {id}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        match missing.as_slice() {
+            [] => Ok(()),
+            [one] => Err(DbError::invalid(format!("{one} does not exist"))),
+            _ => Err(DbError::invalid(format!(
+                "{} do not exist",
+                missing.join(" and ")
+            ))),
+        }
+    }
+
     /// The file with `id`.
     ///
     /// # Errors

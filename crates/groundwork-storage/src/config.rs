@@ -20,7 +20,8 @@ pub const STORAGE_URL_ENV: &str = "GROUNDWORK_STORAGE_URL";
 /// * `file://PATH`: a directory on the local disk, created if missing. `PATH` may be
 ///   relative (`file://./groundwork-data/files`) or absolute (`file:///var/lib/files`).
 ///   Objects are written to a staging file next to their final name and renamed into place
-///   once complete.
+///   once complete; the file and its directory are fsynced first, so a completed upload
+///   survives a crash.
 /// * `memory://`: kept in memory, lost on exit (tests).
 /// * `s3://BUCKET?endpoint=…&region=…&path_style=true&access_key_id=…&secret_access_key=…`:
 ///   an S3-compatible store. Every query parameter is optional and overrides the matching
@@ -105,8 +106,11 @@ fn local(dir: &std::path::Path) -> Result<ObjectFileStore, StorageError> {
     std::fs::create_dir_all(dir).map_err(|err| unavailable(&err))?;
     let absolute = std::fs::canonicalize(dir).map_err(|err| unavailable(&err))?;
     let store = LocalFileSystem::new_with_prefix(&absolute).map_err(|err| unavailable(&err))?;
-    Ok(ObjectFileStore::new(
+    // Uploads are written by `LocalUpload`: durable on success, as on S3, so the metadata
+    // row written next never points at a file a crash could still lose.
+    Ok(ObjectFileStore::local_disk(
         Arc::new(store),
+        &absolute,
         format!("file://{}", absolute.display()),
     ))
 }

@@ -3,10 +3,11 @@
 //!
 //! * [`open`] picks the backend from a storage URL (`GROUNDWORK_STORAGE_URL`, default
 //!   [`DEFAULT_STORAGE_URL`]): `file://PATH`, `memory://` or `s3://BUCKET?endpoint=…`.
-//! * [`FileStore::put`] streams a body to the store in 8 MiB parts (a multipart upload on
+//! * [`FileStore::put`] streams a body to the store in parts (8 MiB in a multipart upload on
 //!   S3), computing the size and SHA-256 on the way, and stops as soon as the size limit is
 //!   passed: nothing partial is left and the object becomes visible only once complete.
-//!   An upload buffers at most four parts (32 MiB), whatever the file size.
+//!   An upload buffers at most 32 MiB, whatever the file size. On the local disk an upload
+//!   is durable once `put` returns (fsynced while it is written, then renamed into place).
 //! * [`FileStore::get`] streams an object or one byte range of it ([`parse_range`],
 //!   [`ByteRange`]); [`etag`] and [`if_none_match`] serve conditional requests.
 //! * Storage keys come from [`new_key`], never from user input; user-supplied names go
@@ -51,6 +52,7 @@
 mod config;
 mod error;
 mod http;
+mod local;
 mod name;
 mod store;
 

@@ -4,7 +4,8 @@
 //! An upload streams to the file store while its size and SHA-256 are computed; over the
 //! limit it is cut mid-stream (413) and nothing is kept. The metadata row is written only
 //! once the object is complete, so a partial upload is never visible; if the row cannot be
-//! written, the object is removed again.
+//! written, the object is removed again. The execution or digest an upload is attached to is
+//! checked before the body is read, so a missing one costs no streaming.
 
 use axum::body::Body;
 use axum::extract::{FromRequest as _, Multipart, Request, State};
@@ -85,7 +86,8 @@ fn storage_error(err: StorageError, limit: u64) -> ApiError {
 
 /// Upload a file: the raw body (name in `X-File-Name` or `?name=`, type in `Content-Type`),
 /// or `multipart/form-data` with a file field. Streamed; over the limit it is cut with 413
-/// and nothing is kept.
+/// and nothing is kept. With `execution_id` / `digest_id` the file is attached to that
+/// execution / digest; one that does not exist is a 422 answered before the body is read.
 #[utoipa::path(post, path = "/files", tag = "files", params(UploadQuery),
     request_body(content = Vec<u8>, content_type = "application/octet-stream",
         description = "The file's bytes, or multipart/form-data with a file field"),
@@ -93,7 +95,7 @@ fn storage_error(err: StorageError, limit: u64) -> ApiError {
         (status = 201, description = "Stored", body = File),
         (status = 400, description = "Interrupted upload or malformed multipart body", body = ErrorBody),
         (status = 413, description = "Over the size limit", body = ErrorBody),
-        (status = 422, description = "Execution or digest does not exist", body = ErrorBody),
+        (status = 422, description = "Execution or digest does not exist (checked before the body is read)", body = ErrorBody),
         (status = 503, description = "File store or database unavailable", body = ErrorBody),
     ))]
 pub async fn upload(
@@ -118,6 +120,15 @@ pub async fn upload(
     if declared.is_some_and(|len| len > limit.saturating_add(framing)) {
         return Err(storage_error(StorageError::TooLarge { limit }, limit));
     }
+    // The execution and digest to attach to must exist before a byte of the body is read:
+    // a missing one is a 422 without streaming the upload to the store only to delete it.
+    // (The foreign keys at insert still refuse one deleted meanwhile; the object is then
+    // removed again.)
+    state
+        .db
+        .files()
+        .check_attachments(query.execution_id, query.digest_id)
+        .await?;
     let (name, file_type, stored) = if multipart {
         let mut form = Multipart::from_request(request, &state)
             .await
