@@ -1,5 +1,6 @@
 //! Server lifecycle: connect, migrate, listen, shut down gracefully.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -278,7 +279,11 @@ fn llm_gateway(
     ))
 }
 
-/// The file store `config.storage_url` names.
+/// How old a partial upload's staging file must be to be removed at start.
+const PARTIAL_UPLOAD_AGE: Duration = Duration::from_secs(3600);
+
+/// The file store `config.storage_url` names (and a background sweep of partial uploads
+/// left by a crash; must run inside a Tokio runtime).
 ///
 /// # Errors
 /// When the URL is unusable (or a local directory cannot be created).
@@ -290,6 +295,16 @@ pub fn file_storage(config: &Config) -> anyhow::Result<crate::app::FileStorage> 
         )
     })?;
     tracing::info!(store = %store.describe(), "file storage ready");
+    // Staging files of uploads cut short by a crash: removed in the background once they are
+    // an hour old (a running upload rewrites its own every few seconds at worst).
+    let sweeper = Arc::clone(&store);
+    tokio::spawn(async move {
+        match sweeper.remove_partial_uploads(PARTIAL_UPLOAD_AGE).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "removed partial uploads left by a crash"),
+            Err(err) => tracing::warn!(error = %err, "cannot sweep partial uploads"),
+        }
+    });
     Ok(crate::app::FileStorage {
         store,
         max_upload_bytes: config.storage_max_upload_bytes,

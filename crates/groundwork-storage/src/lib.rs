@@ -184,6 +184,22 @@ pub trait FileStore: Send + Sync + std::fmt::Debug {
     /// [`StorageError::Unavailable`] when the store fails.
     fn delete(&self, key: &str) -> BoxFuture<'_, Result<(), StorageError>>;
 
+    /// Removes what uploads cut short by a crash left behind, if the store can have such
+    /// leftovers: on the local disk, staging files not written for `older_than` (keep it well
+    /// above the time an upload may stall). S3 drops incomplete multipart uploads by a bucket
+    /// lifecycle rule instead; the default does nothing. Returns how many were removed.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::Unavailable`] when the store cannot be read.
+    fn remove_partial_uploads(
+        &self,
+        older_than: std::time::Duration,
+    ) -> BoxFuture<'_, Result<u64, StorageError>> {
+        let _ = older_than;
+        Box::pin(std::future::ready(Ok(0)))
+    }
+
     /// Where the files are, for logs and health reports, without secrets: `file:///abs/dir`,
     /// `memory://`, `s3://bucket (endpoint …)`.
     fn describe(&self) -> String;

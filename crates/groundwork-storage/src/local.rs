@@ -14,6 +14,7 @@ use std::io::{Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use futures_util::FutureExt as _;
 use object_store::{MultipartUpload, PutPayload, PutResult, UploadPart};
@@ -222,6 +223,50 @@ impl MultipartUpload for LocalUpload {
     }
 }
 
+/// Removes the staging files under `root` (names with a `#`: ours, `NAME#<uuid>`, and
+/// object_store's, `NAME#<n>`) last written more than `older_than` ago: what uploads cut
+/// short by a crash or a kill left behind. A running upload writes its staging file at
+/// least every few seconds, so an old one belongs to no upload. Returns how many were
+/// removed; entries that vanish or cannot be read meanwhile are skipped.
+///
+/// # Errors
+///
+/// When `root` itself cannot be read.
+pub(crate) fn remove_stale_staging(root: &Path, older_than: Duration) -> std::io::Result<u64> {
+    let mut removed = 0;
+    let mut dirs = vec![root.to_path_buf()];
+    let now = SystemTime::now();
+    let mut first = true;
+    while let Some(dir) = dirs.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(err) if first => return Err(err),
+            Err(_) => continue,
+        };
+        first = false;
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                dirs.push(entry.path());
+                continue;
+            }
+            let staging = kind.is_file() && entry.file_name().to_string_lossy().contains('#');
+            let stale = || {
+                entry
+                    .metadata()
+                    .and_then(|meta| meta.modified())
+                    .is_ok_and(|at| now.duration_since(at).is_ok_and(|age| age > older_than))
+            };
+            if staging && stale() && std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
 /// Runs `f` on Tokio's blocking pool (file I/O blocks).
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> object_store::Result<T> + Send + 'static,
@@ -290,6 +335,38 @@ mod tests {
         assert_eq!(std::fs::read_dir(root.path().join("files"))?.count(), 0);
         assert!(upload.put_part(payload(b"late")).await.is_err());
         upload.abort().await?;
+        Ok(())
+    }
+
+    #[test]
+    fn stale_staging_files_are_removed_and_the_rest_kept() -> anyhow::Result<()> {
+        let root = tempfile::tempdir()?;
+        let files = root.path().join("files");
+        std::fs::create_dir_all(files.join("nested"))?;
+        let two_hours_ago = SystemTime::now() - Duration::from_secs(2 * 3600);
+        for name in [
+            "old#0192",
+            "nested/old#7",
+            "fresh#0193",
+            "object",
+            "nested/object",
+        ] {
+            std::fs::write(files.join(name), b"x")?;
+        }
+        for name in ["old#0192", "nested/old#7", "object", "nested/object"] {
+            File::options()
+                .write(true)
+                .open(files.join(name))?
+                .set_modified(two_hours_ago)?;
+        }
+        let removed = remove_stale_staging(root.path(), Duration::from_secs(3600))?;
+        assert_eq!(removed, 2);
+        assert!(!files.join("old#0192").exists());
+        assert!(!files.join("nested/old#7").exists());
+        for kept in ["fresh#0193", "object", "nested/object"] {
+            assert!(files.join(kept).exists(), "{kept} removed");
+        }
+        assert!(remove_stale_staging(&root.path().join("missing"), Duration::ZERO).is_err());
         Ok(())
     }
 

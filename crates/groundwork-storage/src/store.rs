@@ -210,6 +210,29 @@ impl FileStore for ObjectFileStore {
         async move { self.delete_inner(&key).await }.boxed()
     }
 
+    fn remove_partial_uploads(
+        &self,
+        older_than: std::time::Duration,
+    ) -> BoxFuture<'_, Result<u64, StorageError>> {
+        let Some(root) = self.local_root.clone() else {
+            return Box::pin(std::future::ready(Ok(0)));
+        };
+        async move {
+            tokio::task::spawn_blocking(move || {
+                crate::local::remove_stale_staging(&root, older_than).map_err(|err| {
+                    StorageError::Unavailable(format!(
+                        "reading `{}`: {}",
+                        root.display(),
+                        groundwork_core::error_chain(&err)
+                    ))
+                })
+            })
+            .await
+            .map_err(|join| StorageError::Unavailable(format!("sweeping failed: {join}")))?
+        }
+        .boxed()
+    }
+
     fn describe(&self) -> String {
         self.description.to_string()
     }
