@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +19,9 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use bytes::Bytes;
-use common::{PgSchema, Resp, assert_error, error_message, id_of, items, postgres_url, total};
+use common::{
+    PgSchema, Resp, assert_error, error_message, files_under, id_of, items, postgres_url, total,
+};
 use groundwork_db::{Database, DatabaseOptions};
 use groundwork_server::app::{AppState, FileStorage, HttpSettings, app};
 use http_body_util::BodyExt as _;
@@ -216,23 +218,6 @@ impl Harness {
     fn stored_objects(&self) -> usize {
         files_under(&self.store_dir)
     }
-}
-
-fn files_under(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| {
-                    if e.path().is_dir() {
-                        files_under(&e.path())
-                    } else {
-                        1
-                    }
-                })
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 /// A request body that records whether it was ever polled; if it is, it hands over one

@@ -9,7 +9,7 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
-use common::{metrics_handle, test_app};
+use common::{files_under, metrics_handle, test_app};
 use groundwork_db::{Database, DatabaseOptions};
 use groundwork_server::app::{AppState, FileStorage, HttpSettings, app};
 use http_body_util::BodyExt as _;
@@ -245,23 +245,6 @@ async fn small_limit_app(
         max_upload_bytes: limit,
     });
     Ok((app(state, HttpSettings::default()), db, dir))
-}
-
-fn files_under(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| {
-                    if e.path().is_dir() {
-                        files_under(&e.path())
-                    } else {
-                        1
-                    }
-                })
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 #[tokio::test]

@@ -694,3 +694,21 @@ fn dechunk(mut data: &[u8]) -> anyhow::Result<Vec<u8>> {
         data = data.get(size + 2..).unwrap_or_default();
     }
 }
+
+/// How many files there are under `dir`, at any depth (0 when it does not exist).
+pub(crate) fn files_under(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    if e.path().is_dir() {
+                        files_under(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
