@@ -6,7 +6,8 @@ mod common;
 
 #[tokio::test]
 async fn too_large_uploads_leave_nothing() -> anyhow::Result<()> {
-    // Small limits, and one past a full 8 MiB part so that parts were already written.
+    // Small limits, and one past full parts (8 MiB on object stores, 2 MiB on the local
+    // disk) so that parts were already written.
     for (len, limit) in [(1001, 1000), (10 * 1024 * 1024, 9 * 1024 * 1024), (1, 0)] {
         let data = common::data(len, 3);
         for test in common::stores()? {
