@@ -84,10 +84,10 @@ fn file_body(path: &str, chunk: usize) -> anyhow::Result<ByteStream> {
             }
         }
     });
-    Ok(tokio_stream(rx))
+    Ok(receiver_stream(rx))
 }
 
-fn tokio_stream(rx: tokio::sync::mpsc::Receiver<Result<Bytes, StorageError>>) -> ByteStream {
+fn receiver_stream(rx: tokio::sync::mpsc::Receiver<Result<Bytes, StorageError>>) -> ByteStream {
     futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     })

@@ -38,7 +38,7 @@ const STORE_PARTS: PartLayout = PartLayout {
 
 /// The local disk: parts are plain positional writes, so they can be small enough to still
 /// be in the CPU cache when they are hashed and copied to the page cache (2 MiB ran 5–10 %
-/// faster than 8 MiB in `bench/storage.sh`); bound 12 MiB.
+/// faster than 8 MiB in `storage_bench put` runs of 1 GiB); bound 12 MiB.
 const LOCAL_PARTS: PartLayout = PartLayout {
     part_size: 2 * 1024 * 1024,
     in_flight: 4,
