@@ -1,5 +1,14 @@
 //! Metadata of stored files. The bytes live in a file store (`groundwork-storage`); a row is
 //! written only once its object is complete, so a partial upload is never visible.
+//!
+//! Nothing is left unreferenced in the store, whatever crashes when. An upload reserves its
+//! storage key ([`Files::reserve_key`]) before its first byte, and [`Files::create`] turns
+//! the reservation into the file's row in one transaction; [`Files::delete`] records the
+//! key of the deleted row's object in the transaction that deletes the row. Keys recorded so
+//! (an upload abandoned by a crash, an object whose removal failed) are claimed by a sweep
+//! ([`Files::claim_unrecorded`]), which removes their objects and then forgets them
+//! ([`Files::release_key`]). A claimed reservation can no longer become a file, so the sweep
+//! never removes the object of a file that gets recorded after all.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -77,6 +86,36 @@ macro_rules! file_columns {
     };
 }
 
+/// Why a storage key is recorded as possibly unreferenced (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnrecordedReason {
+    /// An upload reserved the key and has not recorded its file (yet).
+    Upload,
+    /// The key's file was deleted; its object may still be in the store.
+    Delete,
+}
+
+impl UnrecordedReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Upload => "upload",
+            Self::Delete => "delete",
+        }
+    }
+}
+
+/// A storage key claimed by a sweep: its object, if the store has one, is referenced by no
+/// file and is to be removed, then the key released with [`Files::release_key`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnrecordedObject {
+    /// The store's key.
+    pub storage_key: String,
+    /// Why it was recorded.
+    pub reason: UnrecordedReason,
+    /// When it was recorded.
+    pub recorded_at: DateTime<Utc>,
+}
+
 /// File metadata repository. Reached through [`Database::files`].
 #[derive(Debug, Clone, Copy)]
 pub struct Files<'a> {
@@ -88,12 +127,116 @@ impl<'a> Files<'a> {
         Self { db }
     }
 
-    /// Records a stored file (and its audit entry).
+    /// Reserves `storage_key` for an upload about to store it: until [`Files::create`]
+    /// records the file, the key stays listed as possibly unreferenced, and a sweep removes
+    /// its object once the reservation is older than the sweep's age (the upload was
+    /// abandoned).
+    ///
+    /// # Errors
+    /// [`DbError::Conflict`] for a key reserved or recorded already; [`DbError::Invalid`] for
+    /// an empty or oversize key; [`DbError::Unavailable`] when the database cannot be reached.
+    pub async fn reserve_key(&self, storage_key: &str) -> Result<()> {
+        validate::text("storage_key", storage_key, limits::NAME)?;
+        let at = now();
+        in_tx!(self.db, |tx, _pg| {
+            let recorded: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM files WHERE storage_key = $1")
+                    .bind(storage_key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if recorded > 0 {
+                return Err(DbError::conflict(format!(
+                    "storage key {storage_key:?} is recorded already"
+                )));
+            }
+            sqlx::query(
+                "INSERT INTO unrecorded_objects (storage_key, reason, claimed, created_at) \
+                 VALUES ($1, $2, FALSE, $3)",
+            )
+            .bind(storage_key)
+            .bind(UnrecordedReason::Upload.as_str())
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|err| {
+                DbError::from(err)
+                    .on_conflict(|| format!("storage key {storage_key:?} is reserved already"))
+            })?;
+        })
+    }
+
+    /// Forgets `storage_key` as possibly unreferenced: call it once its object is known to
+    /// be gone (an upload that failed and was aborted, a deleted file's object removed, a
+    /// swept object removed). Releasing a key that is not recorded does nothing.
+    ///
+    /// # Errors
+    /// [`DbError::Unavailable`] when the database cannot be reached (the key then stays
+    /// recorded, and a later sweep removes the object again, which is harmless).
+    pub async fn release_key(&self, storage_key: &str) -> Result<()> {
+        on_pool!(self.db, |pool| {
+            sqlx::query("DELETE FROM unrecorded_objects WHERE storage_key = $1")
+                .bind(storage_key)
+                .execute(pool)
+                .await
+                .map(|_| ())
+        })?;
+        Ok(())
+    }
+
+    /// Claims, for a sweep, up to `limit` keys whose objects may be referenced by no file,
+    /// in key order after `after`: reservations older than `reserved_before` (abandoned
+    /// uploads), and keys claimed already: those of deleted files (claimed when recorded) and
+    /// those an earlier sweep did not finish. A claimed reservation can no longer be recorded as a file ([`Files::create`]
+    /// refuses it), so removing its object is safe even if its upload is still running.
+    ///
+    /// # Errors
+    /// [`DbError::Unavailable`] when the database cannot be reached.
+    pub async fn claim_unrecorded(
+        &self,
+        reserved_before: DateTime<Utc>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<UnrecordedObject>> {
+        let rows = in_tx!(self.db, |tx, _pg| {
+            sqlx::query_as::<_, (String, String, DateTime<Utc>)>(
+                "UPDATE unrecorded_objects SET claimed = TRUE WHERE storage_key IN (\
+                 SELECT storage_key FROM unrecorded_objects \
+                 WHERE (claimed = TRUE OR created_at < $1) \
+                 AND ($2 IS NULL OR storage_key > $2) \
+                 ORDER BY storage_key LIMIT $3) \
+                 RETURNING storage_key, reason, created_at",
+            )
+            .bind(reserved_before)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await?
+        })?;
+        let mut claimed: Vec<UnrecordedObject> = rows
+            .into_iter()
+            .map(|(storage_key, reason, recorded_at)| UnrecordedObject {
+                storage_key,
+                reason: if reason == UnrecordedReason::Delete.as_str() {
+                    UnrecordedReason::Delete
+                } else {
+                    UnrecordedReason::Upload
+                },
+                recorded_at,
+            })
+            .collect();
+        // RETURNING gives no order.
+        claimed.sort_by(|a, b| a.storage_key.cmp(&b.storage_key));
+        Ok(claimed)
+    }
+
+    /// Records a stored file (and its audit entry), turning its key's reservation
+    /// ([`Files::reserve_key`]) into the file's row in one transaction.
     ///
     /// # Errors
     /// [`DbError::Invalid`] for an empty or oversize name or type, a malformed SHA-256, or an
     /// execution or digest that does not exist; [`DbError::Conflict`] for a storage key
-    /// recorded already.
+    /// recorded already, never reserved, or whose reservation a sweep has claimed (the
+    /// upload outlasted the sweep's age: its object is being removed).
     pub async fn create(&self, new: &NewFile) -> Result<File> {
         validate::text("name", &new.name, limits::NAME * 2)?;
         validate::text("content_type", &new.content_type, limits::NAME)?;
@@ -106,6 +249,21 @@ impl<'a> Files<'a> {
         }
         let at = now();
         in_tx!(self.db, |tx, _pg| {
+            let reserved = sqlx::query(
+                "DELETE FROM unrecorded_objects WHERE storage_key = $1 \
+                 AND reason = 'upload' AND claimed = FALSE",
+            )
+            .bind(&new.storage_key)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if reserved == 0 {
+                return Err(DbError::conflict(format!(
+                    "storage key {:?} is not reserved for an upload (any more): the upload \
+                     took longer than its reservation lasts, or was recorded already",
+                    new.storage_key
+                )));
+            }
             let file = sqlx::query_as::<_, File>(concat!(
                 "INSERT INTO files (name, content_type, size, sha256, storage_key, owner, ",
                 "execution_id, digest_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ",
@@ -248,9 +406,10 @@ impl<'a> Files<'a> {
         Ok(Listing { items, total })
     }
 
-    /// Deletes the record of file `id` (and writes its audit entry); returns it, so that the
-    /// caller removes the object (a failure there leaves an unreferenced object, never a
-    /// record without its bytes).
+    /// Deletes the record of file `id` (and writes its audit entry) and records its storage
+    /// key as unreferenced; returns it, so that the caller removes the object and then
+    /// releases the key ([`Files::release_key`]). If that fails half-way, a sweep removes the
+    /// object later: never a record without its bytes, never bytes left for good.
     ///
     /// # Errors
     /// [`DbError::NotFound`] if there is none.
@@ -264,6 +423,15 @@ impl<'a> Files<'a> {
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(file) = &file {
+                sqlx::query(
+                    "INSERT INTO unrecorded_objects (storage_key, reason, claimed, created_at) \
+                     VALUES ($1, $2, TRUE, $3) ON CONFLICT (storage_key) DO NOTHING",
+                )
+                .bind(&file.storage_key)
+                .bind(UnrecordedReason::Delete.as_str())
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
                 record_audit!(
                     tx,
                     AuditRecord {

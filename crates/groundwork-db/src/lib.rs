@@ -70,7 +70,7 @@ pub use changes::{
 };
 pub use database::{BackendKind, Database, DatabaseOptions, now, redact_password};
 pub use error::{DbError, Result};
-pub use files::{File, FileFilter, Files, NewFile};
+pub use files::{File, FileFilter, Files, NewFile, UnrecordedObject, UnrecordedReason};
 pub use page::{Listing, Page};
 pub use prompts::{NewPrompt, Prompt, PromptFilter, PromptPatch, Prompts};
 pub use queue::{

@@ -107,6 +107,7 @@ conformance! {
     executions_lifecycle,
     executions_illegal_moves,
     files_record_list_and_delete,
+    files_track_unreferenced_objects,
     executions_list_for_workflow,
     checkpoints_upsert_and_order,
     sessions_lifecycle,
@@ -4319,12 +4320,16 @@ async fn files_record_list_and_delete(db: Database) -> anyhow::Result<()> {
         execution_id,
         digest_id: None,
     };
+    for key in ["files/a", "files/b", "files/c", "files/d"] {
+        db.files().reserve_key(key).await?;
+    }
     let a = db.files().create(&new("files/a", Some(e.id))).await?;
     assert_eq!(a.sha256, "ab".repeat(32), "stored lower case");
     assert_eq!(a.execution_id, Some(e.id));
     assert_eq!(db.files().get(a.id).await?, a);
     let b = db.files().create(&new("files/b", None)).await?;
     expect_err!(Conflict, db.files().create(&new("files/b", None)).await);
+    expect_err!(Conflict, db.files().reserve_key("files/b").await);
     expect_err!(
         Invalid,
         db.files().create(&new("files/c", Some(e.id + 1_000))).await
@@ -4354,5 +4359,77 @@ async fn files_record_list_and_delete(db: Database) -> anyhow::Result<()> {
     assert_eq!(db.files().delete(ACTOR, a.id).await?, a);
     expect_err!(NotFound, db.files().get(a.id).await);
     expect_err!(NotFound, db.files().delete(ACTOR, a.id).await);
+    Ok(())
+}
+
+/// The keys of objects no row may reference: an upload's reservation becomes its file's row
+/// in one transaction, only while unclaimed; a sweep claims old reservations and the keys of
+/// deleted files, in key order, and forgets them once released.
+async fn files_track_unreferenced_objects(db: Database) -> anyhow::Result<()> {
+    use groundwork_db::{NewFile, UnrecordedReason};
+    let new = |key: &str| NewFile {
+        name: "a.txt".into(),
+        content_type: "text/plain".into(),
+        size: 1,
+        sha256: "0".repeat(64),
+        storage_key: key.into(),
+        owner: ACTOR.into(),
+        execution_id: None,
+        digest_id: None,
+    };
+    let files = db.files();
+    let keys = |claimed: &[groundwork_db::UnrecordedObject]| {
+        claimed
+            .iter()
+            .map(|o| (o.storage_key.clone(), o.reason))
+            .collect::<Vec<_>>()
+    };
+    let past = now() - Duration::hours(1);
+    let future = now() + Duration::hours(1);
+
+    // Not reserved: refused.
+    expect_err!(Conflict, files.create(&new("k/none")).await);
+    expect_err!(Invalid, files.reserve_key("").await);
+
+    files.reserve_key("k/1").await?;
+    expect_err!(Conflict, files.reserve_key("k/1").await);
+    files.reserve_key("k/2").await?;
+    files.reserve_key("k/3").await?;
+    // Reservations younger than the cut-off are running uploads: not claimed.
+    assert!(files.claim_unrecorded(past, None, 10).await?.is_empty());
+
+    // Recording the file takes the reservation: a sweep never sees it again.
+    let one = files.create(&new("k/1")).await?;
+    expect_err!(Conflict, files.create(&new("k/1")).await);
+
+    // Older than the cut-off: claimed, in key order, a batch at a time.
+    let first = files.claim_unrecorded(future, None, 1).await?;
+    assert_eq!(keys(&first), [("k/2".to_owned(), UnrecordedReason::Upload)]);
+    assert!(first[0].recorded_at <= now());
+    let rest = files.claim_unrecorded(future, Some("k/2"), 10).await?;
+    assert_eq!(keys(&rest), [("k/3".to_owned(), UnrecordedReason::Upload)]);
+    // A claimed reservation can no longer become a file...
+    expect_err!(Conflict, files.create(&new("k/2")).await);
+    // ...and stays claimed (whatever the cut-off) until released.
+    assert_eq!(files.claim_unrecorded(past, None, 10).await?.len(), 2);
+    files.release_key("k/2").await?;
+    files.release_key("k/2").await?; // releasing twice is harmless
+    assert_eq!(
+        keys(&files.claim_unrecorded(past, None, 10).await?),
+        [("k/3".to_owned(), UnrecordedReason::Upload)]
+    );
+    files.release_key("k/3").await?;
+    assert!(files.claim_unrecorded(future, None, 10).await?.is_empty());
+
+    // Deleting a file records its key at once, claimed, until its object is removed.
+    files.delete(ACTOR, one.id).await?;
+    assert_eq!(
+        keys(&files.claim_unrecorded(past, None, 10).await?),
+        [("k/1".to_owned(), UnrecordedReason::Delete)]
+    );
+    // A deleted file's key cannot be reserved again before it is released.
+    expect_err!(Conflict, files.reserve_key("k/1").await);
+    files.release_key("k/1").await?;
+    assert!(files.claim_unrecorded(future, None, 10).await?.is_empty());
     Ok(())
 }

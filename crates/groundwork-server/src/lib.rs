@@ -3,7 +3,7 @@
 //!
 //! Reading order: [`config`] (settings), [`app`] (router and state), [`routes`] (one module
 //! per resource), [`serve`] (start and graceful shutdown), [`messaging`] and [`workers`] (the
-//! queues and what consumes them).
+//! queues and what consumes them), [`file_sweep`] (what crashes leave in the file store).
 //!
 //! Tests drive the router without a port:
 //!
@@ -37,6 +37,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod file_sweep;
 pub mod messaging;
 pub mod routes;
 pub mod serve;

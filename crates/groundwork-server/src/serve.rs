@@ -68,7 +68,7 @@ pub async fn serve(config: Config, metrics: PrometheusHandle) -> anyhow::Result<
     let state = build_state(&config, &db, metrics)?;
     let messaging = state.messaging.clone();
     let stop_workers = CancellationToken::new();
-    let background = if config.workers {
+    let mut background = if config.workers {
         crate::workers::spawn(
             crate::workers::WorkerDeps::from_state(&state, &config),
             stop_workers.clone(),
@@ -82,6 +82,13 @@ pub async fn serve(config: Config, metrics: PrometheusHandle) -> anyhow::Result<
         workers = config.workers,
         "queues ready"
     );
+    // What crashes leave in the file store, removed now and every hour.
+    let sweeper = crate::file_sweep::spawn(
+        db.clone(),
+        Arc::clone(&state.files.store),
+        stop_workers.clone(),
+    );
+    background.push(sweeper);
     let caches = state.caches.clone();
     // Fill the caches in the background (readiness waits for it, up to its timeout) and
     // follow changes committed by other instances.
@@ -279,11 +286,7 @@ fn llm_gateway(
     ))
 }
 
-/// How old a partial upload's staging file must be to be removed at start.
-const PARTIAL_UPLOAD_AGE: Duration = Duration::from_secs(3600);
-
-/// The file store `config.storage_url` names (and a background sweep of partial uploads
-/// left by a crash; must run inside a Tokio runtime).
+/// The file store `config.storage_url` names.
 ///
 /// # Errors
 /// When the URL is unusable (or a local directory cannot be created).
@@ -295,16 +298,6 @@ pub fn file_storage(config: &Config) -> anyhow::Result<crate::app::FileStorage> 
         )
     })?;
     tracing::info!(store = %store.describe(), "file storage ready");
-    // Staging files of uploads cut short by a crash: removed in the background once they are
-    // an hour old (a running upload rewrites its own every few seconds at worst).
-    let sweeper = Arc::clone(&store);
-    tokio::spawn(async move {
-        match sweeper.remove_partial_uploads(PARTIAL_UPLOAD_AGE).await {
-            Ok(0) => {}
-            Ok(removed) => tracing::info!(removed, "removed partial uploads left by a crash"),
-            Err(err) => tracing::warn!(error = %err, "cannot sweep partial uploads"),
-        }
-    });
     Ok(crate::app::FileStorage {
         store,
         max_upload_bytes: config.storage_max_upload_bytes,

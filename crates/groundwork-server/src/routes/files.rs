@@ -18,7 +18,7 @@ use axum::response::{IntoResponse as _, Response};
 use axum::{Extension, Json};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use groundwork_db::{File, FileFilter, Listing, NewFile};
+use groundwork_db::{DbError, File, FileFilter, Listing, NewFile};
 use groundwork_storage::{ByteStream, StorageError, new_key, parse_range, sanitize_name};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -168,13 +168,7 @@ pub async fn upload(
             .into_data_stream()
             .map(|chunk| chunk.map_err(|e| StorageError::Body(e.to_string())))
             .boxed();
-        let key = new_key();
-        let stored = state
-            .files
-            .store
-            .put(&key, body, limit)
-            .await
-            .map_err(|e| storage_error(e, limit))?;
+        let stored = store_body(&state, body, limit).await?;
         (name, file_type, stored)
     };
     let size = i64::try_from(stored.size).map_err(|_| ApiError::bad_request("file too large"))?;
@@ -190,11 +184,15 @@ pub async fn upload(
     };
     let file = match state.db.files().create(&new).await {
         Ok(file) => file,
+        Err(err @ (DbError::Invalid { .. } | DbError::Conflict { .. })) => {
+            // Refused, so no row: remove the object, then its reservation.
+            discard(&state, &stored.key).await;
+            return Err(err.into());
+        }
         Err(err) => {
-            // No row, no object: remove what was stored.
-            if let Err(cleanup) = state.files.store.delete(&stored.key).await {
-                tracing::warn!(key = %stored.key, error = %cleanup, "cannot remove an unrecorded upload");
-            }
+            // The outcome is unknown (the connection failed, maybe after the commit): the
+            // object stays. Had the row been written, it took the reservation with it and
+            // the object is the file's; otherwise the sweep removes it with the reservation.
             return Err(err.into());
         }
     };
@@ -217,8 +215,7 @@ async fn store_field(
         rx.recv().await.map(|item| (item, rx))
     })
     .boxed();
-    let key = new_key();
-    let put = state.files.store.put(&key, body, limit);
+    let put = store_body(state, body, limit);
     let feed = async move {
         loop {
             let item = match field.chunk().await {
@@ -233,7 +230,45 @@ async fn store_field(
         }
     };
     let (stored, ()) = tokio::join!(put, feed);
-    stored.map_err(|e| storage_error(e, limit))
+    stored
+}
+
+/// Streams `body` to the store under a new key, reserved in the database first so that the
+/// object is removed by the file sweep if nothing records it (a crash before the row).
+async fn store_body(
+    state: &AppState,
+    body: ByteStream,
+    limit: u64,
+) -> Result<groundwork_storage::StoredObject, ApiError> {
+    let key = new_key();
+    state.db.files().reserve_key(&key).await?;
+    match state.files.store.put(&key, body, limit).await {
+        Ok(stored) => Ok(stored),
+        Err(err) => {
+            // The upload was aborted and its partial object removed: nothing to sweep.
+            release(state, &key).await;
+            Err(storage_error(err, limit))
+        }
+    }
+}
+
+/// Removes the object at `key`, referenced by no file, and then its record as unreferenced;
+/// what fails is left to the file sweep.
+async fn discard(state: &AppState, key: &str) {
+    match state.files.store.delete(key).await {
+        Ok(()) => release(state, key).await,
+        Err(err) => {
+            tracing::warn!(key, error = %err, "cannot remove an unreferenced object; the file sweep will");
+        }
+    }
+}
+
+/// Forgets `key` as possibly unreferenced, its object being gone; a failure only means the
+/// sweep tries to remove it once more.
+async fn release(state: &AppState, key: &str) {
+    if let Err(err) = state.db.files().release_key(key).await {
+        tracing::debug!(key, error = %err, "cannot release a storage key; the file sweep will");
+    }
 }
 
 fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -392,9 +427,8 @@ pub async fn delete(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
     let file = state.db.files().delete(actor.name(), id).await?;
-    if let Err(err) = state.files.store.delete(&file.storage_key).await {
-        // The record is gone, so the file is; the bytes are left behind, unreferenced.
-        tracing::warn!(key = %file.storage_key, error = %err, "cannot remove a deleted file's content");
-    }
+    // The record is gone, so the file is; if its bytes cannot be removed now, the file sweep
+    // removes them later (the delete recorded their key).
+    discard(&state, &file.storage_key).await;
     Ok(StatusCode::NO_CONTENT)
 }
