@@ -23,6 +23,9 @@
 
 pub mod clock;
 pub mod patch;
+mod redact;
+
+pub use redact::redact_url;
 
 use std::fmt;
 

@@ -656,7 +656,7 @@ fn main() -> anyhow::Result<()> {
     let _ = writeln!(
         out,
         "Recovery after a cut of PostgreSQL ({}) through a TCP proxy; default supervisor settings, pool of 4.",
-        groundwork_db::redact_password(&url)
+        groundwork_core::redact_url(&url)
     );
     summary(&mut out, &run, scale);
     let _ = writeln!(

@@ -55,7 +55,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use groundwork_db::{Database, DatabaseOptions, redact_password};
+use groundwork_core::redact_url;
+use groundwork_db::{Database, DatabaseOptions};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tokio::runtime::Runtime;
 
@@ -559,7 +560,7 @@ fn main() {
     let _ = writeln!(
         out,
         "Acquire overhead of the supervisor vs a bare sqlx pool, same run, same server ({}).",
-        redact_password(&url)
+        redact_url(&url)
     );
     let _ = writeln!(
         out,

@@ -205,7 +205,7 @@ impl Database {
         } else {
             return Err(DbError::Config(format!(
                 "unsupported database URL {:?}: use sqlite://PATH, sqlite::memory: or postgres://…",
-                redact_password(url)
+                groundwork_core::redact_url(url)
             )));
         };
         let name = match backend {
@@ -324,7 +324,7 @@ fn connect_postgres(options: &DatabaseOptions) -> Result<PgPool> {
     let mut connect = PgConnectOptions::from_str(&options.url).map_err(|e| {
         DbError::Config(format!(
             "invalid PostgreSQL URL {:?}: {e}",
-            redact_password(&options.url)
+            groundwork_core::redact_url(&options.url)
         ))
     })?;
     connect = connect.application_name("groundwork");
@@ -338,23 +338,6 @@ fn connect_postgres(options: &DatabaseOptions) -> Result<PgPool> {
         .acquire_timeout(options.acquire_timeout)
         .connect_lazy_with(connect);
     Ok(pool)
-}
-
-/// `url` with the password (if any) replaced by `***`, for logs and error messages.
-#[must_use]
-pub fn redact_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
 }
 
 /// The current time at the precision both backends store (microseconds), so that a value
@@ -481,20 +464,6 @@ mod tests {
             ceil_micros(between),
             exact + chrono::TimeDelta::microseconds(1)
         );
-    }
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact_password("postgres://app:s3cret@db.internal:5432/groundwork?sslmode=require"),
-            "postgres://app:***@db.internal:5432/groundwork?sslmode=require"
-        );
-        assert_eq!(
-            redact_password("postgres://app@db/x"),
-            "postgres://app@db/x"
-        );
-        assert_eq!(redact_password("sqlite://./a.db"), "sqlite://./a.db");
-        assert_eq!(redact_password("not a url"), "not a url");
     }
 
     #[tokio::test]

@@ -68,7 +68,7 @@ pub use audit::{Audit, AuditEntry, AuditFilter, NewAuditEntry};
 pub use changes::{
     CHANGE_CHANNEL, Change, ChangeBatch, ChangeEvent, ChangeListener, Changes, Entity, Op,
 };
-pub use database::{BackendKind, Database, DatabaseOptions, now, redact_password};
+pub use database::{BackendKind, Database, DatabaseOptions, now};
 pub use error::{DbError, Result};
 pub use files::{File, FileFilter, Files, NewFile, UnrecordedObject, UnrecordedReason};
 pub use page::{Listing, Page};

@@ -96,16 +96,32 @@ pub async fn authenticate(
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());
     let Some(token) = token else {
-        return ApiError::unauthorized("missing `Authorization: Bearer <API key>` header")
-            .into_response();
+        return challenge(
+            "missing `Authorization: Bearer <API key>` header",
+            r#"Bearer realm="groundwork""#,
+        );
     };
     match keys.identify(token) {
         Some(name) => {
             req.extensions_mut().insert(Actor(name));
             next.run(req).await
         }
-        None => ApiError::unauthorized("invalid API key").into_response(),
+        None => challenge(
+            "invalid API key",
+            r#"Bearer realm="groundwork", error="invalid_token""#,
+        ),
     }
+}
+
+/// A 401 with the challenge RFC 9110 §11.6.1 requires (`WWW-Authenticate`, in the form of
+/// RFC 6750 §3 for bearer tokens).
+fn challenge(message: &str, www_authenticate: &'static str) -> Response {
+    let mut response = ApiError::unauthorized(message).into_response();
+    response.headers_mut().insert(
+        axum::http::header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static(www_authenticate),
+    );
+    response
 }
 
 #[cfg(test)]

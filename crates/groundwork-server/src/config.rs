@@ -16,7 +16,7 @@ const REDACTED: &str = "<redacted>";
 #[non_exhaustive]
 pub enum ConfigError {
     /// The configuration file cannot be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         /// The file.
         path: String,
@@ -580,7 +580,7 @@ impl Config {
     /// A copy safe to print: API key secrets, the LLM key and URL passwords replaced.
     #[must_use]
     pub fn redacted(&self) -> Self {
-        let redact_url = |url: &String| groundwork_db::redact_password(url);
+        let redact_url = |url: &String| groundwork_core::redact_url(url);
         Self {
             database_url: redact_url(&self.database_url),
             redis_url: self.redis_url.as_ref().map(redact_url),
@@ -713,10 +713,35 @@ mod tests {
                 ("GROUNDWORK_LLM_API_KEY", "sk-very-secret"),
                 ("GROUNDWORK_API_KEYS", "ci:key-secret"),
                 ("GROUNDWORK_REDIS_URL", "redis://:redis-pass@h:6379"),
+                ("GROUNDWORK_AMQP_URL", "amqp://guest:amqp-pass@h:5672/%2f"),
+                (
+                    "GROUNDWORK_STORAGE_URL",
+                    "s3://b?endpoint=http://h:9000&access_key_id=AK-ID\
+                     &secret_access_key=S3-SECRET&session_token=S3-TOKEN",
+                ),
+                (
+                    "GROUNDWORK_LLM_BASE_URL",
+                    "http://llm:8000/v1?api-key=LLM-QUERY-KEY",
+                ),
             ]),
         )?;
+        let mut config = config;
+        config.database_url = "postgres://h/db?user=app&password=QUERY-PASS".into();
+        config.notify_webhook_url = Some("https://hooks.example/x?token=HOOK-TOKEN".into());
         let printed = config.to_redacted_toml()?;
-        for secret in ["db-pass", "sk-very-secret", "key-secret", "redis-pass"] {
+        for secret in [
+            "db-pass",
+            "sk-very-secret",
+            "key-secret",
+            "redis-pass",
+            "amqp-pass",
+            "AK-ID",
+            "S3-SECRET",
+            "S3-TOKEN",
+            "LLM-QUERY-KEY",
+            "QUERY-PASS",
+            "HOOK-TOKEN",
+        ] {
             assert!(!printed.contains(secret), "{secret} leaked:\n{printed}");
         }
         assert!(printed.contains("ci:<redacted>"));

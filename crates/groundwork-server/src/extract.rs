@@ -3,7 +3,7 @@
 //! values) is 422, an oversize body is 413, a bad path or query parameter is 400.
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, JsonRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -69,12 +69,14 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(value)) => Ok(Self(value)),
-            Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),
+            Err(rejection) => Err(path_rejection(&rejection)),
         }
     }
 }
 
-/// Query-string parameters.
+/// Query-string parameters. A NUL character (`%00`) in the query is refused (400) whatever
+/// the route: PostgreSQL cannot store or compare one, and SQLite would silently match
+/// nothing, so both engines answer alike.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiQuery<T>(pub T);
 
@@ -86,19 +88,130 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if parts.uri.query().is_some_and(|query| {
+            query
+                .as_bytes()
+                .windows(3)
+                .any(|w| w.eq_ignore_ascii_case(b"%00"))
+        }) {
+            return Err(ApiError::bad_request(
+                "query parameters cannot contain NUL characters (%00)",
+            ));
+        }
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(value)) => Ok(Self(value)),
-            Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),
+            Err(rejection) => Err(query_rejection(&rejection)),
         }
     }
+}
+
+/// A path parameter that does not parse: says which value and what was expected, in the
+/// API's words rather than Rust's (`` `abc` in the path is not an integer ``).
+fn path_rejection(rejection: &PathRejection) -> ApiError {
+    use axum::extract::path::ErrorKind;
+    if let PathRejection::FailedToDeserializePathParams(err) = rejection {
+        match err.kind() {
+            ErrorKind::ParseErrorAtKey {
+                key,
+                value,
+                expected_type,
+            } => {
+                return ApiError::bad_request(format!(
+                    "path parameter `{key}`: `{value}` is not {}",
+                    describe_type(expected_type)
+                ));
+            }
+            ErrorKind::ParseErrorAtIndex {
+                value,
+                expected_type,
+                ..
+            }
+            | ErrorKind::ParseError {
+                value,
+                expected_type,
+            } => {
+                return ApiError::bad_request(format!(
+                    "`{value}` in the path is not {}",
+                    describe_type(expected_type)
+                ));
+            }
+            _ => {}
+        }
+    }
+    ApiError::bad_request(rejection.body_text())
+}
+
+/// What a Rust type name means to an API user.
+fn describe_type(rust_type: &str) -> &'static str {
+    match rust_type.rsplit("::").next().unwrap_or(rust_type) {
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" | "u8" | "u16" | "u32" | "u64" | "u128"
+        | "usize" => "an integer",
+        "f32" | "f64" => "a number",
+        "bool" => "`true` or `false`",
+        "Uuid" => "a UUID",
+        _ => "a valid value",
+    }
+}
+
+fn query_rejection(rejection: &QueryRejection) -> ApiError {
+    let text = rejection.body_text();
+    let detail = text
+        .strip_prefix("Failed to deserialize query string: ")
+        .unwrap_or(&text);
+    ApiError::bad_request(format!("invalid query string: {}", plain_serde(detail)))
+}
+
+/// serde's message without Rust's vocabulary: `expected struct NewAgent with 5 elements`
+/// reads `expected a JSON object`.
+fn plain_serde(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("expected struct ") {
+        out.push_str(&rest[..at]);
+        out.push_str("expected a JSON object");
+        let after = &rest[at + "expected struct ".len()..];
+        // Skip the type name and an optional ` with N element(s)`.
+        let name_end = after
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        let mut tail = &after[name_end..];
+        if let Some(with) = tail.strip_prefix(" with ") {
+            let digits = with
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(with.len());
+            if digits > 0 {
+                let counted = &with[digits..];
+                tail = counted
+                    .strip_prefix(" elements")
+                    .or_else(|| counted.strip_prefix(" element"))
+                    .unwrap_or(tail);
+            }
+        }
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::JsonDataError(e) => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.body_text())
+            let text = e.body_text();
+            let detail = text
+                .strip_prefix("Failed to deserialize the JSON body into the target type: ")
+                .unwrap_or(&text);
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("invalid request body: {}", plain_serde(detail)),
+            )
         }
-        JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(e.body_text()),
+        JsonRejection::JsonSyntaxError(e) => {
+            let text = e.body_text();
+            let detail = text
+                .strip_prefix("Failed to parse the request body as JSON: ")
+                .unwrap_or(&text);
+            ApiError::bad_request(format!("malformed JSON: {detail}"))
+        }
         JsonRejection::MissingJsonContentType(_) => {
             ApiError::bad_request("expected a JSON body with `Content-Type: application/json`")
         }
@@ -115,5 +228,36 @@ fn bytes_rejection(rejection: BytesRejection) -> ApiError {
         )
     } else {
         ApiError::bad_request(rejection.body_text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serde_messages_lose_rust_vocabulary() {
+        assert_eq!(
+            plain_serde(
+                "invalid type: sequence, expected struct NewAgent with 5 elements at line 1 column 2"
+            ),
+            "invalid type: sequence, expected a JSON object at line 1 column 2"
+        );
+        assert_eq!(
+            plain_serde("invalid type: integer `1`, expected struct Step with 1 element"),
+            "invalid type: integer `1`, expected a JSON object"
+        );
+        assert_eq!(
+            plain_serde("invalid type: string, expected struct Patch"),
+            "invalid type: string, expected a JSON object"
+        );
+        assert_eq!(plain_serde("missing field `name`"), "missing field `name`");
+    }
+
+    #[test]
+    fn rust_types_read_as_api_words() {
+        assert_eq!(describe_type("i64"), "an integer");
+        assert_eq!(describe_type("uuid::Uuid"), "a UUID");
+        assert_eq!(describe_type("alloc::string::String"), "a valid value");
     }
 }

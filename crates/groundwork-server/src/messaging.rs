@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use groundwork_db::{Database, redact_password};
+use groundwork_core::redact_url;
+use groundwork_db::Database;
 use groundwork_messaging::amqp::{AmqpOptions, AmqpQueue};
 use groundwork_messaging::db::{DbQueue, DbQueueOptions};
 use groundwork_messaging::outbox::{OutboxRelay, RelayOptions};
@@ -73,7 +74,7 @@ impl Messaging {
                         ..AmqpOptions::default()
                     },
                 )
-                .with_context(|| format!("invalid AMQP URL {}", redact_password(url)))?,
+                .with_context(|| format!("invalid AMQP URL {}", redact_url(url)))?,
             ),
             None => Broker::Database(DbQueue::new(
                 db.clone(),

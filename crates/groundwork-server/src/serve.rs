@@ -6,7 +6,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::serve::ListenerExt as _;
 use groundwork_clients::redis::{RedisClient, RedisOptions};
-use groundwork_db::{Database, redact_password};
+use groundwork_core::redact_url;
+use groundwork_db::Database;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -36,12 +37,7 @@ pub async fn connect_database(
             .migrate_on_connect(migrate_on_connect),
     )
     .await
-    .with_context(|| {
-        format!(
-            "cannot open database {}",
-            redact_password(&config.database_url)
-        )
-    })
+    .with_context(|| format!("cannot open database {}", redact_url(&config.database_url)))
 }
 
 /// Runs the server until SIGINT or SIGTERM: refuses an unauthenticated public bind, migrates
@@ -61,7 +57,7 @@ pub async fn serve(config: Config, metrics: PrometheusHandle) -> anyhow::Result<
             anyhow::bail!("cannot migrate the database: {message}")
         }
         Err(_) => tracing::warn!(
-            database = %redact_password(&config.database_url),
+            database = %redact_url(&config.database_url),
             "database not reachable yet; serving, with /ready answering 503 until it is"
         ),
     }
@@ -225,7 +221,7 @@ fn build_state(
             RedisOptions::new(url.clone())
                 .op_timeout(Duration::from_millis(config.redis_op_timeout_ms)),
         )
-        .with_context(|| format!("invalid Redis URL {}", redact_password(url)))?;
+        .with_context(|| format!("invalid Redis URL {}", redact_url(url)))?;
         state = state.with_redis(redis);
     }
     if let Some(base_url) = &config.llm_base_url {
@@ -294,7 +290,7 @@ pub fn file_storage(config: &Config) -> anyhow::Result<crate::app::FileStorage> 
     let store = groundwork_storage::open(&config.storage_url).with_context(|| {
         format!(
             "cannot open file storage {}",
-            redact_password(&config.storage_url)
+            redact_url(&config.storage_url)
         )
     })?;
     tracing::info!(store = %store.describe(), "file storage ready");

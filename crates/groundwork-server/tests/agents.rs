@@ -217,6 +217,59 @@ async fn get_one_and_unknown_ids() -> anyhow::Result<()> {
 
     let resp = app.get("/api/v1/agents/abc").await?;
     assert_error(&resp, StatusCode::BAD_REQUEST, "bad_request");
+    assert_eq!(
+        error_message(&resp.2),
+        "`abc` in the path is not an integer"
+    );
+    let resp = app.put_json("/api/v1/agents/x/tools/1", &json!({})).await?;
+    assert_error(&resp, StatusCode::BAD_REQUEST, "bad_request");
+    assert_eq!(error_message(&resp.2), "`x` in the path is not an integer");
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_input_is_described_in_api_words() -> anyhow::Result<()> {
+    let app = test_app().await?;
+    // A JSON array where an object is expected: no Rust type names in the answer.
+    let resp = app.post_json("/api/v1/agents", &json!([])).await?;
+    assert_error(&resp, StatusCode::UNPROCESSABLE_ENTITY, "unprocessable");
+    let message = error_message(&resp.2);
+    assert!(
+        message.starts_with("invalid request body: ") && message.contains("expected a JSON object"),
+        "{message}"
+    );
+    assert!(!message.contains("NewAgent"), "{message}");
+    let resp = app
+        .raw(
+            Method::POST,
+            "/api/v1/agents",
+            &[("content-type", "application/json")],
+            "{\"name\": ",
+        )
+        .await?;
+    assert_error(&resp, StatusCode::BAD_REQUEST, "bad_request");
+    assert!(
+        error_message(&resp.2).starts_with("malformed JSON: "),
+        "{}",
+        resp.2
+    );
+    let resp = app.get("/api/v1/agents?limit=abc").await?;
+    assert_error(&resp, StatusCode::BAD_REQUEST, "bad_request");
+    assert!(
+        error_message(&resp.2).starts_with("invalid query string: "),
+        "{}",
+        resp.2
+    );
+    // NUL in a query value: refused alike on every engine (PostgreSQL cannot compare it).
+    for path in [
+        "/api/v1/audit?actor=%00",
+        "/api/v1/files?owner=a%00b",
+        "/api/v1/agents?type=%00",
+    ] {
+        let resp = app.get(path).await?;
+        assert_error(&resp, StatusCode::BAD_REQUEST, "bad_request");
+        assert!(error_message(&resp.2).contains("NUL"), "{path}: {}", resp.2);
+    }
     Ok(())
 }
 

@@ -44,6 +44,11 @@ async fn missing_header_is_401() -> anyhow::Result<()> {
         let resp = app.get(path).await?;
         assert_eq!(resp.0, StatusCode::UNAUTHORIZED, "{path}: {}", resp.2);
         assert_error(&resp, StatusCode::UNAUTHORIZED, "unauthorized");
+        assert_eq!(
+            resp.1.get("www-authenticate").map(|v| v.as_bytes()),
+            Some(&b"Bearer realm=\"groundwork\""[..]),
+            "{path}: a 401 carries its challenge"
+        );
     }
     let resp = app
         .post_json("/api/v1/agents", &json!({ "name": "a", "type": "x" }))
@@ -74,6 +79,15 @@ async fn wrong_credentials_are_401() -> anyhow::Result<()> {
                 resp.2
             );
             assert_error(&resp, StatusCode::UNAUTHORIZED, "unauthorized");
+            let challenge = resp
+                .1
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            assert!(
+                challenge.starts_with("Bearer realm=\"groundwork\""),
+                "{header:?} on {path}: challenge {challenge:?}"
+            );
         }
     }
     // The key's name is not the secret.
@@ -133,6 +147,11 @@ async fn unknown_routes_do_not_leak_without_a_key() -> anyhow::Result<()> {
         let resp = app.get(path).await?;
         assert_eq!(resp.0, StatusCode::UNAUTHORIZED, "{path}: {}", resp.2);
         assert_error(&resp, StatusCode::UNAUTHORIZED, "unauthorized");
+        assert_eq!(
+            resp.1.get("www-authenticate").map(|v| v.as_bytes()),
+            Some(&b"Bearer realm=\"groundwork\""[..]),
+            "{path}: a 401 carries its challenge"
+        );
     }
     let resp = app.delete("/api/v1/users").await?;
     assert_error(&resp, StatusCode::UNAUTHORIZED, "unauthorized");

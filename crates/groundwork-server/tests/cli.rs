@@ -110,13 +110,17 @@ fn config_prints_redacted_toml() -> anyhow::Result<()> {
     command
         .arg("config")
         .env("GROUNDWORK_API_KEYS", "ci:topsecret")
-        .env("GROUNDWORK_DATABASE_URL", "postgres://u:dbpass@h/db");
+        .env("GROUNDWORK_DATABASE_URL", "postgres://u:dbpass@h/db")
+        .env(
+            "GROUNDWORK_STORAGE_URL",
+            "s3://b?endpoint=http://h:9000&access_key_id=AKID&secret_access_key=s3secret",
+        );
     let output = run(command, Duration::from_secs(10))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "stderr: {stderr}");
     assert!(stdout.contains("ci:<redacted>"), "stdout: {stdout}");
-    for secret in ["topsecret", "dbpass"] {
+    for secret in ["topsecret", "dbpass", "AKID", "s3secret"] {
         assert!(
             !stdout.contains(secret),
             "{secret} leaked to stdout: {stdout}"
@@ -180,6 +184,11 @@ fn missing_config_file_is_reported() -> anyhow::Result<()> {
     assert!(
         stderr.contains(&missing.display().to_string()),
         "the message names the file; stderr: {stderr}"
+    );
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "the cause once, not repeated; stderr: {stderr}"
     );
     Ok(())
 }

@@ -53,6 +53,53 @@ async fn ready_checks_the_database() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn ready_reports_the_file_store_without_failing_readiness() -> anyhow::Result<()> {
+    let app = test_app().await?;
+    let (_, _, body) = app.get("/ready").await?;
+    let storage = &body["checks"]["storage"];
+    assert_eq!(storage["status"], "ok", "{body}");
+    assert_eq!(storage["backend"], "memory", "{body}");
+    assert!(
+        storage["latency_ms"].as_f64().is_some_and(|ms| ms >= 0.0),
+        "{body}"
+    );
+
+    // A local directory that disappears: the files API fails, the rest does not.
+    let root = app.dir.path().join("files");
+    let store = groundwork_storage::open(&format!("file://{}", root.display()))?;
+    let state =
+        groundwork_server::app::AppState::new(app.db.clone(), &[], common::metrics_handle())
+            .with_files(groundwork_server::app::FileStorage {
+                store,
+                max_upload_bytes: 1024,
+            });
+    let router =
+        groundwork_server::app::app(state, groundwork_server::app::HttpSettings::default());
+    let local = common::TestApp {
+        router,
+        db: app.db.clone(),
+        dir: tempfile::tempdir()?,
+    };
+    let (status, _, body) = local.get("/ready").await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["checks"]["storage"]["status"], "ok", "{body}");
+    assert_eq!(body["checks"]["storage"]["backend"], "file", "{body}");
+    std::fs::remove_dir(&root)?;
+    let (status, _, body) = local.get("/ready").await?;
+    assert_eq!(status, StatusCode::OK, "still ready: {body}");
+    assert_eq!(body["status"], "ok", "{body}");
+    let storage = &body["checks"]["storage"];
+    assert_eq!(storage["status"], "degraded", "{body}");
+    assert!(
+        storage["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("file uploads")),
+        "{body}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn ready_is_503_once_the_database_is_closed() -> anyhow::Result<()> {
     let app = test_app().await?;
     app.db.close().await;
@@ -127,6 +174,15 @@ async fn openapi_describes_every_route() -> anyhow::Result<()> {
         assert!(
             doc["components"]["securitySchemes"]["bearer"].is_object(),
             "the bearer scheme is described"
+        );
+        // /health needs no credentials: its operation overrides the global requirement
+        // with one that asks for nothing.
+        let health = &paths["/health"]["get"]["security"];
+        assert!(
+            health.as_array().is_some_and(|reqs| reqs
+                .iter()
+                .any(|r| r.as_object().is_some_and(|o| o.is_empty()))),
+            "/health security: {health}"
         );
     }
     Ok(())

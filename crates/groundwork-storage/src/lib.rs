@@ -200,6 +200,16 @@ pub trait FileStore: Send + Sync + std::fmt::Debug {
         Box::pin(std::future::ready(Ok(0)))
     }
 
+    /// Checks that the store answers, for readiness reports: the local directory exists and
+    /// is writable, an object store answers a metadata request. Call it under a timeout (an
+    /// object store's client retries). The default (fakes) says yes.
+    ///
+    /// # Errors
+    /// [`StorageError::Unavailable`] saying what is wrong.
+    fn check(&self) -> BoxFuture<'_, Result<(), StorageError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     /// Where the files are, for logs and health reports, without secrets: `file:///abs/dir`,
     /// `memory://`, `s3://bucket (endpoint …)`.
     fn describe(&self) -> String;

@@ -228,6 +228,42 @@ impl FileStore for ObjectFileStore {
         .boxed()
     }
 
+    fn check(&self) -> BoxFuture<'_, Result<(), StorageError>> {
+        async move {
+            if let Some(root) = &self.local_root {
+                let meta = tokio::fs::metadata(root.as_ref()).await.map_err(|err| {
+                    StorageError::Unavailable(format!("`{}`: {err}", root.display()))
+                })?;
+                if !meta.is_dir() {
+                    return Err(StorageError::Unavailable(format!(
+                        "`{}` is not a directory",
+                        root.display()
+                    )));
+                }
+                if meta.permissions().readonly() {
+                    return Err(StorageError::Unavailable(format!(
+                        "`{}` is read-only",
+                        root.display()
+                    )));
+                }
+                return Ok(());
+            }
+            // A listing under a prefix that holds nothing: cheap, and unlike a HEAD (whose
+            // 404 cannot say whether the object or the bucket is missing) it fails when the
+            // bucket does not exist or the credentials are refused.
+            let probe = Path::from(".groundwork-readiness-probe");
+            match self.store.list_with_delimiter(Some(&probe)).await {
+                Ok(_) => Ok(()),
+                Err(err) => Err(StorageError::Unavailable(format!(
+                    "{}: {}",
+                    self.description,
+                    groundwork_core::error_chain(&err)
+                ))),
+            }
+        }
+        .boxed()
+    }
+
     fn describe(&self) -> String {
         self.description.to_string()
     }

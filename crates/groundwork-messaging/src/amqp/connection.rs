@@ -32,16 +32,6 @@ const CHECK_EVERY: Duration = Duration::from_millis(250);
 /// How long closing the connection at shutdown may take.
 const CLOSE_WITHIN: Duration = Duration::from_secs(2);
 
-/// `url` with its user info (which can hold a password) replaced by `***`.
-pub(super) fn redact(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..end].rsplit_once('@') {
-        Some((_, host)) => format!("{scheme}://***@{host}{}", &rest[end..]),
-        None => url.to_owned(),
-    }
-}
-
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -520,15 +510,6 @@ fn describe(status: &lapin::ConnectionStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_are_redacted() {
-        assert_eq!(
-            redact("amqp://user:secret@host:5672/%2f?heartbeat=5"),
-            "amqp://***@host:5672/%2f?heartbeat=5"
-        );
-        assert_eq!(redact("amqp://host/%2f"), "amqp://host/%2f");
-    }
 
     #[test]
     fn backoff_doubles_with_jitter_up_to_the_max() {

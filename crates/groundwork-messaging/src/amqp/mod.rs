@@ -216,7 +216,7 @@ impl AmqpQueue {
     /// [`QueueError::Invalid`] when `url` is not an `amqp://` URL (`amqps://` included) or
     /// `options` cannot be used (no retry delay, zero attempts, a zero timeout...).
     pub fn new(url: &str, options: AmqpOptions) -> Result<Self> {
-        let display_url = connection::redact(url);
+        let display_url = groundwork_core::redact_url(url);
         let scheme = url.split_once("://").map(|(scheme, _)| scheme);
         if scheme == Some("amqps") {
             return Err(QueueError::Invalid(format!(

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -17,6 +17,10 @@ use crate::error::error_chain;
 /// How long readiness waits for a dependency before calling it unavailable.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long readiness waits for the file store (an object store's client retries for
+/// longer; a probe should not).
+const STORAGE_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The body of `GET /health`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Health {
@@ -27,26 +31,31 @@ pub struct Health {
 /// The body of `GET /ready`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Readiness {
-    /// `ok` when every check passes, `unavailable` otherwise.
+    /// `ok` when every required check passes, `unavailable` otherwise.
     pub status: &'static str,
-    /// One entry per dependency: `database`, `redis` when configured, and `cache:<name>`
-    /// for each cache.
+    /// One entry per dependency: `database`, `storage`, `redis` and `queue` (RabbitMQ) and
+    /// `llm` (the upstream) when configured, and `cache:<name>` for each cache.
     pub checks: BTreeMap<String, Check>,
 }
 
 /// One dependency's state.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Check {
-    /// `ok`, `unavailable`, or for a cache `filling` (not ready yet) or `degraded` (not
-    /// filled after the start timeout: ready, loading keys one by one), for Redis
-    /// `degraded` (unreachable: ready anyway, Redis is optional).
+    /// `ok` or `unavailable` (the database: not ready); `degraded` for a dependency that
+    /// only some features need (storage, Redis, RabbitMQ, the LLM upstream: ready anyway);
+    /// for a cache `filling` (not ready yet) or `degraded` (never filled: ready, loading
+    /// keys one by one).
     pub status: &'static str,
-    /// Which implementation (`sqlite`, `postgres`), for the database.
+    /// Which implementation (`sqlite`, `postgres`; `amqp`; the storage URL's scheme).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend: Option<&'static str>,
-    /// How long the check took (database) or the age of the last refresh (cache), in
-    /// milliseconds.
+    /// How long this check took, in milliseconds: a round trip to the database, the file
+    /// store and Redis; reading local state for the queue, the LLM upstream's breakers and
+    /// the caches.
     pub latency_ms: f64,
+    /// For a cache: the age of its last good refresh, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refreshed_ms_ago: Option<f64>,
     /// Entries held, for a cache.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entries: Option<u64>,
@@ -55,12 +64,27 @@ pub struct Check {
     pub error: Option<String>,
 }
 
+impl Check {
+    fn new(status: &'static str, latency: Duration) -> Self {
+        Self {
+            status,
+            backend: None,
+            latency_ms: latency.as_secs_f64() * 1000.0,
+            refreshed_ms_ago: None,
+            entries: None,
+            error: None,
+        }
+    }
+}
+
 /// The OpenAPI description, rendered once at start.
 #[derive(Debug, Clone)]
 pub struct OpenApiJson(pub Arc<str>);
 
 /// Liveness: the process is up.
 #[utoipa::path(get, path = "/health", tag = "system",
+    // Public even with API keys configured: no credentials needed.
+    security(()),
     responses((status = 200, description = "Alive", body = Health)))]
 pub async fn health() -> Json<Health> {
     Json(Health { status: "ok" })
@@ -73,8 +97,85 @@ pub async fn health() -> Json<Health> {
         (status = 503, description = "A dependency is unavailable", body = Readiness),
     ))]
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+    // The checks that wait on the network run together: a probe takes as long as the
+    // slowest, not their sum.
+    let (database, storage, redis) = tokio::join!(
+        database_check(&state),
+        storage_check(&state),
+        redis_check(&state),
+    );
+    let mut ready = database.status == "ok";
     let mut checks = BTreeMap::new();
-    let started = std::time::Instant::now();
+    checks.insert("database".to_owned(), database);
+    checks.insert("storage".to_owned(), storage);
+    if let Some(redis) = redis {
+        checks.insert("redis".to_owned(), redis);
+    }
+    if let groundwork_messaging::Broker::Amqp(amqp) = &state.messaging.broker {
+        // The outbox keeps what the API queues while RabbitMQ is away: degraded, still ready.
+        let started = Instant::now();
+        let connected = amqp.is_connected();
+        let mut check = Check::new(if connected { "ok" } else { "degraded" }, started.elapsed());
+        check.backend = Some("amqp");
+        check.error = (!connected)
+            .then(|| "RabbitMQ is unreachable; queued work waits in the outbox".to_owned());
+        checks.insert("queue".to_owned(), check);
+    }
+    if let Some(gateway) = &state.llm {
+        // No request to the upstream per probe (it may bill them): its breakers say whether
+        // recent calls failed. Cached answers keep being served either way.
+        let started = Instant::now();
+        let open: Vec<String> = gateway
+            .client()
+            .stats()
+            .breakers
+            .into_iter()
+            .filter(|b| b.state != groundwork_resilience::BreakerState::Closed)
+            .map(|b| b.name)
+            .collect();
+        let mut check = Check::new(
+            if open.is_empty() { "ok" } else { "degraded" },
+            started.elapsed(),
+        );
+        check.error = (!open.is_empty()).then(|| {
+            format!(
+                "calls to the LLM upstream are failing ({}); cached answers are still served",
+                open.join(", ")
+            )
+        });
+        checks.insert("llm".to_owned(), check);
+    }
+    let filling = state.caches.filling();
+    let cache_started = state.caches.started();
+    for cache in state.caches.all() {
+        let started = Instant::now();
+        let stats = cache.stats();
+        let status = match (cache.filled(), filling, cache_started) {
+            (true, _, _) | (false, false, false) => "ok",
+            (false, true, _) => {
+                ready = false;
+                "filling"
+            }
+            // Emptied since (invalidated): it rebuilds on the next read.
+            (false, false, true) if stats.last_refresh_age.is_some() => "ok",
+            (false, false, true) => "degraded",
+        };
+        let mut check = Check::new(status, started.elapsed());
+        check.refreshed_ms_ago = stats.last_refresh_age.map(|age| age.as_secs_f64() * 1000.0);
+        check.entries = Some(stats.entries);
+        checks.insert(format!("cache:{}", cache.name()), check);
+    }
+    let (code, status) = if ready {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    };
+    (code, Json(Readiness { status, checks }))
+}
+
+/// The database: required.
+async fn database_check(state: &AppState) -> Check {
+    let started = Instant::now();
     // Not ready: check again now (bounded by the health timeout), so a probe sees the
     // database come back at once rather than at the next scheduled check.
     let db_ready = state.db.is_ready() || state.db.check_now().await;
@@ -93,87 +194,75 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
                 .unwrap_or_else(|| "not checked or not migrated yet".to_owned()),
         )
     };
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     if let Some(error) = &error {
         // The supervisor logs the database going and coming back; probes may poll every
         // few milliseconds, so one line each would drown that.
         tracing::debug!(%error, "readiness: database unavailable");
     }
-    let mut ready = error.is_none();
-    checks.insert(
-        "database".to_owned(),
-        Check {
-            status: if error.is_none() { "ok" } else { "unavailable" },
-            backend: Some(state.db.backend_kind().as_str()),
-            latency_ms,
-            entries: None,
-            error: error.map(|_| "the database did not answer".to_owned()),
-        },
+    let mut check = Check::new(
+        if error.is_none() { "ok" } else { "unavailable" },
+        started.elapsed(),
     );
-    if let Some(redis) = &state.redis {
-        // Optional: Redis trouble degrades the features that use it, never readiness.
-        let stats = redis.stats();
-        let healthy =
-            stats.connected && stats.breaker.state == groundwork_resilience::BreakerState::Closed;
-        checks.insert(
-            "redis".to_owned(),
-            Check {
-                status: if healthy { "ok" } else { "degraded" },
-                backend: None,
-                latency_ms: 0.0,
-                entries: None,
-                error: (!healthy).then(|| {
-                    "Redis is unreachable or failing; features that use it are degraded".to_owned()
-                }),
-            },
-        );
-    }
-    if let groundwork_messaging::Broker::Amqp(amqp) = &state.messaging.broker {
-        // The outbox keeps what the API queues while RabbitMQ is away: degraded, still ready.
-        let connected = amqp.is_connected();
-        checks.insert(
-            "queue".to_owned(),
-            Check {
-                status: if connected { "ok" } else { "degraded" },
-                backend: Some("amqp"),
-                latency_ms: 0.0,
-                entries: None,
-                error: (!connected)
-                    .then(|| "RabbitMQ is unreachable; queued work waits in the outbox".to_owned()),
-            },
-        );
-    }
-    let filling = state.caches.filling();
-    let started = state.caches.started();
-    for cache in state.caches.all() {
-        let stats = cache.stats();
-        let status = match (cache.filled(), filling, started) {
-            (true, _, _) | (false, false, false) => "ok",
-            (false, true, _) => {
-                ready = false;
-                "filling"
-            }
-            (false, false, true) => "degraded",
-        };
-        checks.insert(
-            format!("cache:{}", cache.name()),
-            Check {
-                status,
-                backend: None,
-                latency_ms: stats
-                    .last_refresh_age
-                    .map_or(0.0, |age| age.as_secs_f64() * 1000.0),
-                entries: Some(stats.entries),
-                error: None,
-            },
-        );
-    }
-    let (code, status) = if ready {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    check.backend = Some(state.db.backend_kind().as_str());
+    check.error = error.map(|_| "the database did not answer".to_owned());
+    check
+}
+
+/// The file store: only the files API needs it.
+async fn storage_check(state: &AppState) -> Check {
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(STORAGE_CHECK_TIMEOUT, state.files.store.check()).await;
+    let error = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(err)) => Some(err.to_string()),
+        Err(_) => Some(format!(
+            "no answer within {} ms",
+            STORAGE_CHECK_TIMEOUT.as_millis()
+        )),
     };
-    (code, Json(Readiness { status, checks }))
+    if let Some(error) = &error {
+        tracing::debug!(%error, "readiness: file store unavailable");
+    }
+    let mut check = Check::new(
+        if error.is_none() { "ok" } else { "degraded" },
+        started.elapsed(),
+    );
+    check.backend = Some(storage_scheme(&state.files.store.describe()));
+    check.error = error.map(|_| {
+        format!(
+            "the file store ({}) does not answer; file uploads and downloads fail",
+            state.files.store.describe()
+        )
+    });
+    check
+}
+
+/// `file`, `memory` or `s3`, from a store's description.
+fn storage_scheme(description: &str) -> &'static str {
+    match description.split_once("://").map(|(scheme, _)| scheme) {
+        Some("file") => "file",
+        Some("memory") => "memory",
+        Some("s3") => "s3",
+        _ => "other",
+    }
+}
+
+/// Redis, when configured: optional.
+async fn redis_check(state: &AppState) -> Option<Check> {
+    let redis = state.redis.as_ref()?;
+    // Redis trouble degrades the features that use it, never readiness. The ping runs
+    // under the client's operation timeout and breaker, so it fails fast while Redis is
+    // away.
+    let started = Instant::now();
+    let ping = redis.ping().await;
+    let mut check = Check::new(
+        if ping.is_ok() { "ok" } else { "degraded" },
+        started.elapsed(),
+    );
+    check.error = ping
+        .err()
+        .map(|_| "Redis is unreachable or failing; features that use it are degraded".to_owned());
+    Some(check)
 }
 
 /// Prometheus metrics: HTTP requests by method, route and status, and their latency; cache
