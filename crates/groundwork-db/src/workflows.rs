@@ -42,7 +42,11 @@ pub struct NewWorkflow {
     /// Free text, up to 4096 characters.
     #[serde(default)]
     pub description: Option<String>,
-    /// The steps, in order; must be a JSON array. Default `[]`.
+    /// The steps, in order; must be a JSON array. Default `[]`. The server checks each step
+    /// before storing (422 otherwise): `{"name"?, "type": "echo", "value"?}`,
+    /// `{"name"?, "type": "webhook", "url": "http(s)://…", "timeout_ms"?}`,
+    /// `{"name"?, "type": "agent", "agent_id": N}` (an existing agent),
+    /// `{"name"?, "type": "fail", "message"?, "retryable"?}`; names unique, no other fields.
     #[serde(default = "empty_array")]
     pub steps: Value,
 }
@@ -63,7 +67,8 @@ pub struct WorkflowPatch {
     )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub description: Option<Option<String>>,
-    /// New steps (replace the old ones; must be an array).
+    /// New steps (replace the old ones; must be an array of valid steps, as in
+    /// [`NewWorkflow::steps`]).
     #[serde(default, deserialize_with = "groundwork_core::patch::non_null")]
     pub steps: Option<Value>,
 }

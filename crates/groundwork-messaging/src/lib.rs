@@ -1,7 +1,7 @@
 //! Groundwork's messaging: durable queues behind one [`Queue`] trait, with a RabbitMQ
 //! backend ([`amqp`]) for production and a database backend ([`db`]) on SQLite or
 //! PostgreSQL when no broker is configured; a transactional [`outbox`] relay, an idempotent
-//! [`inbox`], and [`worker`]s that run handlers over a queue.
+//! inbox ([`groundwork_db::Inbox`]), and [`worker`]s that run handlers over a queue.
 //!
 //! Delivery is at least once on both backends: publishing returns once the message is
 //! durable (a publisher confirm, a committed row), a message is removed only when its

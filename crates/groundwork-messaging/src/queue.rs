@@ -85,7 +85,7 @@ pub fn validate_queue_name(name: &str) -> Result<()> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
     /// Unique id; publishing the same id twice may deliver it twice, and consumers that use
-    /// the [`crate::inbox`] process it once.
+    /// the inbox ([`groundwork_db::Inbox`]) process it once.
     pub id: String,
     /// The body.
     pub payload: Bytes,

@@ -1,8 +1,8 @@
 //! The same policies as tower layers, for services (HTTP clients, RPC stubs).
 //!
 //! Errors follow tower's convention: the layers' services fail with a [`BoxError`] that is the
-//! inner service's error or one of this crate's typed errors ([`crate::Elapsed`], [`BreakerOpen`],
-//! [`BulkheadFull`]), which callers can `downcast_ref`. Retries keep the inner error type, so
+//! inner service's error or one of this crate's typed errors ([`crate::Elapsed`], [`crate::BreakerOpen`],
+//! [`crate::BulkheadFull`]), which callers can `downcast_ref`. Retries keep the inner error type, so
 //! the retry layer goes innermost, next to the service whose errors it classifies.
 //!
 //! ```
@@ -40,7 +40,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-/// Fails a call with [`Elapsed`] when it takes longer than the limit.
+/// Fails a call with [`crate::Elapsed`] when it takes longer than the limit.
 #[derive(Debug, Clone, Copy)]
 pub struct TimeoutLayer {
     limit: Duration,

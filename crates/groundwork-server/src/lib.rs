@@ -41,5 +41,6 @@ pub mod file_sweep;
 pub mod messaging;
 pub mod routes;
 pub mod serve;
+pub mod steps;
 pub mod telemetry;
 pub mod workers;

@@ -132,7 +132,7 @@ impl Messaging {
     }
 
     /// Starts the outbox relay, the refresh of the queue gauges and the pruning of the inbox
-    /// (ids processed more than [`INBOX_KEEP`] ago, every [`PRUNE_EVERY`]), until `stop`.
+    /// (ids processed more than [`INBOX_KEEP`] ago, every hour), until `stop`.
     pub fn spawn_relay(&self, stop: CancellationToken) -> Vec<JoinHandle<()>> {
         let relay = self.relay.clone().spawn(stop.clone());
         let db = self.db.clone();
@@ -169,7 +169,7 @@ impl Messaging {
     }
 
     /// The figures of every server queue, read concurrently; a queue whose figures cannot be
-    /// read within [`STATS_WITHIN`] (the broker is down, say) is reported with its error.
+    /// read within 2 s (the broker is down, say) is reported with its error.
     pub async fn stats(&self) -> Vec<Result<QueueStats, (String, String)>> {
         let reads = QUEUES.iter().map(|queue| {
             let name = self.queue_name(queue);

@@ -7,8 +7,10 @@
 //! change and the messages it causes (its audit entry, the notification at the end) commit in
 //! one transaction through the outbox.
 //!
-//! **Steps** are JSON objects in the workflow's `steps` array, run in order, each taking the
-//! previous step's output (the execution's input for the first) and giving its own:
+//! **Steps** are JSON objects in the workflow's `steps` array, checked and typed by
+//! [`parse_steps`] (the parser the API refuses invalid steps with; see [`crate::steps`] for
+//! every rule), run in order, each taking the previous step's output (the execution's input
+//! for the first) and giving its own:
 //! - `{"type": "echo", "value": V}`: outputs `V`, or its input when there is no `value`;
 //! - `{"type": "webhook", "url": U, "timeout_ms": T}`: POSTs `{"execution_id", "workflow_id",
 //!   "step", "input"}` to `U` (default timeout 10 s); outputs the JSON answer (or
@@ -16,18 +18,20 @@
 //!   other non-2xx answers fail the execution;
 //! - `{"type": "agent", "agent_id": N}`: runs the built-in prompt agent of agent `N` (its
 //!   prompt and tools from the runtime cache) on the input, through the LLM proxy; needs
-//!   `GROUNDWORK_LLM_BASE_URL`;
+//!   `GROUNDWORK_LLM_BASE_URL`. An agent that no longer exists fails the execution at once;
 //! - `{"type": "fail", "message": M, "retryable": B}`: fails (for testing retry and failure
 //!   handling).
 //!
 //! Each step may have a `name` (default `step-<n>`), unique in the workflow: its checkpoint's
-//! key. A failed attempt puts the execution in `retrying` and the message comes back after
-//! the queue's delay; the last allowed attempt (`GROUNDWORK_QUEUE_MAX_ATTEMPTS`) fails it.
+//! key. Steps that break a rule (a workflow stored before the API checked them) fail the
+//! execution before any step runs, with the parser's message. A failed attempt puts the
+//! execution in `retrying` and the message comes back after the queue's delay; the last
+//! allowed attempt (`GROUNDWORK_QUEUE_MAX_ATTEMPTS`) fails it.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use groundwork_clients::http::HttpClient;
+use groundwork_clients::http::{HttpClient, HttpClientError};
 use groundwork_db::{Database, DbError, Execution, ExecutionStatus, NewAuditEntry, NewMessage};
 use groundwork_llm::agent::{AgentInput, AgentRunner, PromptAgent, RunnerOptions};
 use groundwork_llm::gateway::Gateway;
@@ -40,11 +44,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::caches::{CachedRuntimes, Caches};
 use crate::messaging::{AUDIT_LOG, Messaging, NOTIFICATION_SEND, WORKFLOW_EXECUTE};
+use crate::steps::{Step, StepKind, agent_exists, parse_steps};
 
 /// The actor of audit entries the workers write.
 const WORKER_ACTOR: &str = "worker";
-/// Default timeout of a webhook step.
-const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Timeout of a notification POST.
+const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The body of a `workflow.execute` message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -250,7 +255,7 @@ async fn send_notification(deps: WorkerDeps, message: Message) -> Outcome {
             let request = http
                 .post(url.as_str())
                 .json(&notification)
-                .timeout(WEBHOOK_TIMEOUT);
+                .timeout(NOTIFY_TIMEOUT);
             match http.send(request).await {
                 Ok(response) if response.status().is_success() => {}
                 Ok(response) => {
@@ -325,7 +330,7 @@ async fn execute(deps: &WorkerDeps, id: i64, attempt: u32) -> Result<Outcome, Db
     let workflow = db.workflows().get(execution.workflow_id).await?;
     let steps = match parse_steps(&workflow.steps) {
         Ok(steps) => steps,
-        Err(reason) => return finish_failed(deps, &execution, &reason).await,
+        Err(invalid) => return finish_failed(deps, &execution, &invalid.to_string()).await,
     };
     let done: HashMap<String, Value> = db
         .executions()
@@ -335,12 +340,13 @@ async fn execute(deps: &WorkerDeps, id: i64, attempt: u32) -> Result<Outcome, Db
         .map(|c| (c.step, c.state))
         .collect();
     let mut state = execution.input.clone();
-    for (name, step) in &steps {
+    for step in &steps {
+        let name = &step.name;
         if let Some(saved) = done.get(name) {
             state = saved.clone();
             continue;
         }
-        match run_step(deps, &execution, name, step, &state).await {
+        match run_step(deps, &execution, step, &state).await {
             Ok(output) => {
                 db.executions().save_checkpoint(id, name, &output).await?;
                 state = output;
@@ -392,60 +398,25 @@ async fn finish_failed(
     Ok(Outcome::Ack)
 }
 
-/// The steps as `(name, definition)`, or why they cannot run.
-fn parse_steps(steps: &Value) -> Result<Vec<(String, Value)>, String> {
-    let Some(items) = steps.as_array() else {
-        return Err("the workflow's steps are not an array".to_owned());
-    };
-    let mut out = Vec::with_capacity(items.len());
-    for (i, step) in items.iter().enumerate() {
-        if !step.is_object() {
-            return Err(format!("step {} is not an object", i + 1));
-        }
-        let name = match step.get("name") {
-            None | Some(Value::Null) => format!("step-{}", i + 1),
-            Some(Value::String(name)) if !name.is_empty() => name.clone(),
-            Some(_) => return Err(format!("step {}: name must be a non-empty string", i + 1)),
-        };
-        if out.iter().any(|(n, _)| *n == name) {
-            return Err(format!("two steps are named {name:?}"));
-        }
-        out.push((name, step.clone()));
-    }
-    Ok(out)
-}
-
 async fn run_step(
     deps: &WorkerDeps,
     execution: &Execution,
-    name: &str,
-    step: &Value,
+    step: &Step,
     input: &Value,
 ) -> Result<Value, StepError> {
-    match step.get("type").and_then(Value::as_str) {
-        Some("echo") => Ok(step.get("value").cloned().unwrap_or_else(|| input.clone())),
-        Some("fail") => {
-            let message = step
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("the step failed")
-                .to_owned();
-            if step
-                .get("retryable")
-                .and_then(Value::as_bool)
-                .unwrap_or(true)
-            {
-                Err(StepError::Retryable(message))
+    match &step.kind {
+        StepKind::Echo { value } => Ok(value.clone().unwrap_or_else(|| input.clone())),
+        StepKind::Fail { message, retryable } => {
+            if *retryable {
+                Err(StepError::Retryable(message.clone()))
             } else {
-                Err(StepError::Fatal(message))
+                Err(StepError::Fatal(message.clone()))
             }
         }
-        Some("webhook") => webhook_step(deps, execution, name, step, input).await,
-        Some("agent") => agent_step(deps, step, input).await,
-        Some(other) => Err(StepError::Fatal(format!(
-            "unknown step type {other:?} (echo, webhook, agent, fail)"
-        ))),
-        None => Err(StepError::Fatal("the step has no type".to_owned())),
+        StepKind::Webhook { url, timeout } => {
+            webhook_step(deps, execution, &step.name, url, *timeout, input).await
+        }
+        StepKind::Agent { agent_id } => agent_step(deps, *agent_id, input).await,
     }
 }
 
@@ -453,19 +424,13 @@ async fn webhook_step(
     deps: &WorkerDeps,
     execution: &Execution,
     name: &str,
-    step: &Value,
+    url: &str,
+    timeout: Duration,
     input: &Value,
 ) -> Result<Value, StepError> {
-    let Some(url) = step.get("url").and_then(Value::as_str) else {
-        return Err(StepError::Fatal("a webhook step needs a url".to_owned()));
-    };
     let Some(http) = &deps.http else {
         return Err(StepError::Retryable("no HTTP client".to_owned()));
     };
-    let timeout = step
-        .get("timeout_ms")
-        .and_then(Value::as_u64)
-        .map_or(WEBHOOK_TIMEOUT, Duration::from_millis);
     let request = http
         .post(url)
         .json(&json!({
@@ -475,10 +440,14 @@ async fn webhook_step(
             "input": input,
         }))
         .timeout(timeout);
-    let response = http
-        .send(request)
-        .await
-        .map_err(|err| StepError::Retryable(format!("webhook {url}: {err}")))?;
+    let response = match http.send(request).await {
+        Ok(response) => response,
+        // The URL passed the step rules but not the HTTP client's: no attempt will differ.
+        Err(err @ HttpClientError::InvalidRequest { .. }) => {
+            return Err(StepError::Fatal(format!("webhook {url}: {err}")));
+        }
+        Err(err) => return Err(StepError::Retryable(format!("webhook {url}: {err}"))),
+    };
     let status = response.status();
     let body = response
         .bytes()
@@ -497,12 +466,15 @@ async fn webhook_step(
     ))
 }
 
-async fn agent_step(deps: &WorkerDeps, step: &Value, input: &Value) -> Result<Value, StepError> {
-    let Some(agent_id) = step.get("agent_id").and_then(Value::as_i64) else {
-        return Err(StepError::Fatal(
-            "an agent step needs an agent_id".to_owned(),
-        ));
-    };
+async fn agent_step(deps: &WorkerDeps, agent_id: i64, input: &Value) -> Result<Value, StepError> {
+    // The API checked the agent when the steps were written; it may have been deleted since.
+    match agent_exists(&deps.db, agent_id).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(StepError::Fatal(format!("agent {agent_id} does not exist")));
+        }
+        Err(err) => return Err(StepError::Retryable(err.to_string())),
+    }
     let Some(gateway) = &deps.llm else {
         return Err(StepError::Fatal(
             "agent steps need an LLM upstream (GROUNDWORK_LLM_BASE_URL)".to_owned(),
@@ -526,18 +498,6 @@ async fn agent_step(deps: &WorkerDeps, step: &Value, input: &Value) -> Result<Va
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn steps_get_unique_names() {
-        let steps = parse_steps(&json!([{"type": "echo"}, {"type": "echo", "name": "b"}]))
-            .unwrap_or_default();
-        assert_eq!(steps[0].0, "step-1");
-        assert_eq!(steps[1].0, "b");
-        assert!(parse_steps(&json!([{"name": "a"}, {"name": "a"}])).is_err());
-        assert!(parse_steps(&json!([1])).is_err());
-        assert!(parse_steps(&json!({})).is_err());
-        assert!(parse_steps(&json!([{"name": ""}])).is_err());
-    }
 
     #[test]
     fn message_ids_follow_the_state() {

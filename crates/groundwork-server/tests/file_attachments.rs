@@ -137,7 +137,7 @@ impl Harness {
         let workflow = self
             .create(
                 "/api/v1/workflows",
-                &json!({ "name": "report", "steps": [{ "name": "fetch" }] }),
+                &json!({ "name": "report", "steps": [{ "name": "fetch", "type": "echo" }] }),
                 StatusCode::CREATED,
             )
             .await?;

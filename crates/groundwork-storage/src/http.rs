@@ -146,6 +146,23 @@ pub fn if_none_match(header: &str, etag: &str) -> bool {
     })
 }
 
+/// Whether a `Range` may apply under the request's `If-Range` value (RFC 9110 §13.1.5): when
+/// it is an entity tag that strongly matches `etag`. Our ETags are strong, so strong
+/// comparison is equality: a weak tag (`W/"…"`) never matches. An HTTP date never matches
+/// either, as downloads carry no `Last-Modified` to compare it with. Without `If-Range`, the
+/// range applies: do not call this.
+///
+/// ```
+/// let etag = groundwork_storage::etag(&"ab".repeat(32));
+/// assert!(groundwork_storage::if_range(&etag, &etag));
+/// assert!(!groundwork_storage::if_range(&format!("W/{etag}"), &etag));
+/// assert!(!groundwork_storage::if_range("Sat, 21 Nov 2026 10:00:00 GMT", &etag));
+/// ```
+#[must_use]
+pub fn if_range(header: &str, etag: &str) -> bool {
+    header.trim() == etag
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

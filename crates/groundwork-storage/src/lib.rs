@@ -9,7 +9,8 @@
 //!   An upload buffers at most 32 MiB, whatever the file size. On the local disk an upload
 //!   is durable once `put` returns (fsynced while it is written, then renamed into place).
 //! * [`FileStore::get`] streams an object or one byte range of it ([`parse_range`],
-//!   [`ByteRange`]); [`etag`] and [`if_none_match`] serve conditional requests.
+//!   [`ByteRange`]); [`etag`], [`if_none_match`] and [`if_range`] serve conditional requests;
+//!   [`content_disposition`] and [`disposition_file_name`] carry file names in headers.
 //! * Storage keys come from [`new_key`], never from user input; user-supplied names go
 //!   through [`sanitize_name`] and are only displayed.
 //!
@@ -50,6 +51,7 @@
 //! ```
 
 mod config;
+mod disposition;
 mod error;
 mod http;
 mod local;
@@ -59,8 +61,9 @@ mod store;
 use futures_util::future::BoxFuture;
 
 pub use config::{DEFAULT_STORAGE_URL, S3Settings, STORAGE_URL_ENV, open};
+pub use disposition::{content_disposition, decode_ext_value, disposition_file_name};
 pub use error::StorageError;
-pub use http::{ByteRange, etag, if_none_match, parse_range};
+pub use http::{ByteRange, etag, if_none_match, if_range, parse_range};
 pub use name::{MAX_NAME_BYTES, new_key, sanitize_name};
 pub use store::ObjectFileStore;
 

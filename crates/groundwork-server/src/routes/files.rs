@@ -6,12 +6,27 @@
 //! once the object is complete, so a partial upload is never visible; if the row cannot be
 //! written, the object is removed again. The execution or digest an upload is attached to is
 //! checked before the body is read, so a missing one costs no streaming.
+//!
+//! Names: a raw upload is named by `?name=`, else the `X-File-Name` header, else the
+//! `filename*` / `filename` of a `Content-Disposition` header. A header value is read as
+//! UTF-8 (what curl sends for `-H 'X-File-Name: évé.txt'`); one that is not valid UTF-8 is a
+//! 400, never a silent `file`. `X-File-Name` may also carry an RFC 8187 extended value,
+//! `UTF-8''%C3%A9v%C3%A9.txt`, for clients that can only send ASCII headers (browsers); other
+//! `%` sequences are kept literally, so a name such as `100%25.txt` is not altered. A
+//! multipart upload carries exactly one file part: a second one is a 400 and nothing is kept.
+//! Downloads name the file in `Content-Disposition` twice (RFC 6266): an ASCII `filename`
+//! and the exact `filename*=UTF-8''…` (RFC 8187).
+//!
+//! Conditional and partial downloads follow RFC 9110: `If-None-Match` (weak comparison, 304)
+//! first, then `If-Range`, which lets `Range` apply only when it holds the file's ETag
+//! (strong comparison; a date never holds, as downloads carry no `Last-Modified`), else the
+//! whole file is sent with 200. Every 416 carries `Content-Range: bytes */SIZE`.
 
 use axum::body::Body;
 use axum::extract::{FromRequest as _, Multipart, Request, State};
 use axum::http::header::{
     ACCEPT_RANGES, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG,
-    IF_NONE_MATCH, LOCATION, RANGE,
+    IF_NONE_MATCH, IF_RANGE, LOCATION, RANGE,
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse as _, Response};
@@ -22,6 +37,8 @@ use groundwork_db::{DbError, File, FileFilter, Listing, NewFile};
 use groundwork_storage::{ByteStream, StorageError, new_key, parse_range, sanitize_name};
 use serde::Deserialize;
 use utoipa::IntoParams;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 
 use super::page;
 use crate::app::AppState;
@@ -60,6 +77,44 @@ pub struct ListFiles {
     offset: Option<i64>,
 }
 
+/// A file's bytes in the OpenAPI description: `type: string, format: binary`. (`Vec<u8>`
+/// would be described as an array of integers.)
+enum FileBytes {}
+
+impl utoipa::PartialSchema for FileBytes {
+    fn schema() -> RefOr<Schema> {
+        binary_schema().into()
+    }
+}
+
+impl utoipa::ToSchema for FileBytes {}
+
+/// The `multipart/form-data` upload in the OpenAPI description: one binary `file` part
+/// (any field name; the part with a filename is the file).
+enum UploadForm {}
+
+impl utoipa::PartialSchema for UploadForm {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("file", binary_schema())
+            .required("file")
+            .description(Some(
+                "Exactly one part with a filename (the file); plain form fields may precede \
+                 or follow it and are ignored.",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for UploadForm {}
+
+fn binary_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+}
+
 fn storage_error(err: StorageError, limit: u64) -> ApiError {
     match err {
         StorageError::TooLarge { .. } => ApiError::new(
@@ -70,6 +125,7 @@ fn storage_error(err: StorageError, limit: u64) -> ApiError {
             ApiError::bad_request(format!("the upload was interrupted: {reason}"))
         }
         StorageError::NotFound { .. } => ApiError::not_found("the file's content is missing"),
+        // Downloads answer it through `unsatisfiable`, which adds the `Content-Range`.
         StorageError::InvalidRange(reason) => {
             ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, reason)
         }
@@ -84,16 +140,28 @@ fn storage_error(err: StorageError, limit: u64) -> ApiError {
     }
 }
 
-/// Upload a file: the raw body (name in `X-File-Name` or `?name=`, type in `Content-Type`),
-/// or `multipart/form-data` with a file field. Streamed; over the limit it is cut with 413
-/// and nothing is kept. With `execution_id` / `digest_id` the file is attached to that
-/// execution / digest; one that does not exist is a 422 answered before the body is read.
-#[utoipa::path(post, path = "/files", tag = "files", params(UploadQuery),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream",
-        description = "The file's bytes, or multipart/form-data with a file field"),
+/// Upload a file: the raw body (name in `?name=`, `X-File-Name` or `Content-Disposition`,
+/// type in `Content-Type`), or `multipart/form-data` with exactly one file part. Streamed;
+/// over the limit it is cut with 413 and nothing is kept. With `execution_id` / `digest_id`
+/// the file is attached to that execution / digest; one that does not exist is a 422
+/// answered before the body is read.
+#[utoipa::path(post, path = "/files", tag = "files",
+    params(
+        UploadQuery,
+        ("X-File-Name" = Option<String>, Header, nullable = false,
+            description = "The file's name for a raw upload, as UTF-8 (`évé 文件.txt`) or as an \
+                RFC 8187 extended value (`UTF-8''%C3%A9v%C3%A9.txt`); `?name=` takes precedence. \
+                A value that is not valid UTF-8 is a 400."),
+    ),
+    request_body(description = "The file's bytes, or multipart/form-data with one file part",
+        content(
+            (inline(FileBytes) = "application/octet-stream"),
+            (inline(UploadForm) = "multipart/form-data"),
+        )),
     responses(
         (status = 201, description = "Stored", body = File),
-        (status = 400, description = "Interrupted upload or malformed multipart body", body = ErrorBody),
+        (status = 400, description = "Interrupted upload, malformed multipart body, more than \
+            one file part, or a file name header that is not valid UTF-8", body = ErrorBody),
         (status = 413, description = "Over the size limit", body = ErrorBody),
         (status = 422, description = "Execution or digest does not exist (checked before the body is read)", body = ErrorBody),
         (status = 503, description = "File store or database unavailable", body = ErrorBody),
@@ -120,6 +188,13 @@ pub async fn upload(
     if declared.is_some_and(|len| len > limit.saturating_add(framing)) {
         return Err(storage_error(StorageError::TooLarge { limit }, limit));
     }
+    // A raw upload's name is read before anything else: a header that cannot be read is a
+    // 400, not a file silently named "file".
+    let raw_name = if multipart {
+        None
+    } else {
+        raw_upload_name(query.name.as_deref(), &headers)?
+    };
     // The execution and digest to attach to must exist before a byte of the body is read:
     // a missing one is a 422 without streaming the upload to the store only to delete it.
     // (The foreign keys at insert still refuse one deleted meanwhile; the object is then
@@ -133,7 +208,7 @@ pub async fn upload(
         let mut form = Multipart::from_request(request, &state)
             .await
             .map_err(|e| ApiError::bad_request(e.body_text()))?;
-        loop {
+        let (name, file_type, stored) = loop {
             let field = form
                 .next_field()
                 .await
@@ -151,17 +226,16 @@ pub async fn upload(
                 .map_or_else(|| "application/octet-stream".to_owned(), str::to_owned);
             let stored = store_field(&state, field, limit).await?;
             break (file_name, file_type, stored);
+        };
+        // One file per upload: plain fields may follow the file, another file may not (it
+        // is refused before its bytes are read), nor may the rest of the body be malformed.
+        if let Err(err) = rest_of_form(&mut form).await {
+            discard(&state, &stored.key).await;
+            return Err(err);
         }
+        (name, file_type, stored)
     } else {
-        let name = query
-            .name
-            .clone()
-            .or_else(|| header_text(&headers, FILE_NAME_HEADER))
-            .or_else(|| {
-                header_text(&headers, CONTENT_DISPOSITION.as_str())
-                    .and_then(|d| disposition_name(&d))
-            })
-            .unwrap_or_else(|| "file".to_owned());
+        let name = raw_name.unwrap_or_else(|| "file".to_owned());
         let file_type = content_type.unwrap_or_else(|| "application/octet-stream".to_owned());
         let body: ByteStream = request
             .into_body()
@@ -201,6 +275,25 @@ pub async fn upload(
         response.headers_mut().insert(LOCATION, value);
     }
     Ok(response)
+}
+
+/// Reads the rest of a multipart body after its file part: plain fields are skipped, a
+/// second file part is a 400 (before its bytes are read), and so is a malformed body.
+async fn rest_of_form(form: &mut Multipart) -> Result<(), ApiError> {
+    while let Some(field) = form
+        .next_field()
+        .await
+        .map_err(|e| ApiError::bad_request(e.body_text()))?
+    {
+        if field.file_name().is_some() {
+            let part = field.name().unwrap_or_default();
+            return Err(ApiError::bad_request(format!(
+                "one file per upload: the multipart body has a second file part (field \
+                 {part:?}); nothing was stored"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Streams one multipart field to the store: the field borrows the request, so its chunks
@@ -271,6 +364,7 @@ async fn release(state: &AppState, key: &str) {
     }
 }
 
+/// A header's value as visible ASCII text, trimmed; `None` when absent, blank or not ASCII.
 fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get(name)
@@ -280,14 +374,43 @@ fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The `filename` of a `Content-Disposition` value, if any.
-fn disposition_name(value: &str) -> Option<String> {
-    value.split(';').map(str::trim).find_map(|part| {
-        let (key, name) = part.split_once('=')?;
-        key.trim()
-            .eq_ignore_ascii_case("filename")
-            .then(|| name.trim().trim_matches('"').to_owned())
-    })
+/// A header's value as UTF-8 text, trimmed; `None` when absent or blank.
+///
+/// # Errors
+/// 400 when the value is not valid UTF-8.
+fn utf8_header(headers: &HeaderMap, name: &str) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(name) else {
+        return Ok(None);
+    };
+    let text = std::str::from_utf8(value.as_bytes())
+        .map_err(|_| ApiError::bad_request(format!("the {name} header is not valid UTF-8")))?
+        .trim();
+    Ok((!text.is_empty()).then(|| text.to_owned()))
+}
+
+/// The name of a raw upload: `?name=`, else the `X-File-Name` header (UTF-8, or an RFC 8187
+/// extended value), else the `filename*` or `filename` of a `Content-Disposition` header;
+/// `None` when none is given.
+///
+/// # Errors
+/// 400 for a header that is not valid UTF-8, and for an extended value whose percent
+/// escapes are malformed or do not decode to UTF-8.
+fn raw_upload_name(query: Option<&str>, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    if let Some(name) = query.filter(|name| !name.trim().is_empty()) {
+        return Ok(Some(name.to_owned()));
+    }
+    if let Some(value) = utf8_header(headers, FILE_NAME_HEADER)? {
+        return match groundwork_storage::decode_ext_value(&value) {
+            None => Ok(Some(value)),
+            Some(Some(name)) => Ok(Some(name)),
+            Some(None) => Err(ApiError::bad_request(format!(
+                "the {FILE_NAME_HEADER} header is an RFC 8187 extended value whose \
+                 percent-encoding is malformed or not UTF-8"
+            ))),
+        };
+    }
+    Ok(utf8_header(headers, CONTENT_DISPOSITION.as_str())?
+        .and_then(|d| groundwork_storage::disposition_file_name(&d)))
 }
 
 /// List files, newest first.
@@ -324,15 +447,41 @@ pub async fn meta(
 }
 
 /// Download a file, streamed: `ETag` (its SHA-256), `If-None-Match` (304), single `Range`
-/// requests (206; 416 when unsatisfiable).
+/// requests (206; 416 with `Content-Range: bytes */SIZE` when unsatisfiable), `If-Range`
+/// (the range applies only while the ETag still matches, else 200 with the whole file).
 #[utoipa::path(get, path = "/files/{id}", tag = "files",
-    params(("id" = i64, Path, description = "File id")),
+    params(
+        ("id" = i64, Path, description = "File id"),
+        ("Range" = Option<String>, Header, nullable = false,
+            description = "One byte range: `bytes=N-M`, `bytes=N-` or `bytes=-N` (206, or 416 \
+                when it selects no byte). Several ranges, other units and malformed values \
+                are ignored (200)."),
+        ("If-None-Match" = Option<String>, Header, nullable = false,
+            description = "ETags (weak comparison) or `*`: 304 when one matches."),
+        ("If-Range" = Option<String>, Header, nullable = false,
+            description = "An ETag: `Range` applies only if it is the file's (strong \
+                comparison); otherwise, and for a date, the whole file is sent (200)."),
+    ),
     responses(
-        (status = 200, description = "The content", content_type = "application/octet-stream"),
-        (status = 206, description = "The requested range"),
-        (status = 304, description = "Not modified (If-None-Match)"),
+        (status = 200, description = "The whole file, with its stored Content-Type",
+            content_type = "application/octet-stream", body = inline(FileBytes),
+            headers(
+                ("ETag" = String, description = "The SHA-256, quoted: a strong validator"),
+                ("Content-Disposition" = String,
+                    description = "`attachment; filename=\"ascii\"; filename*=UTF-8''…`"),
+                ("Accept-Ranges" = String, description = "`bytes`"),
+            )),
+        (status = 206, description = "The requested range",
+            content_type = "application/octet-stream", body = inline(FileBytes),
+            headers(
+                ("Content-Range" = String, description = "`bytes START-END/SIZE`"),
+                ("ETag" = String, description = "The SHA-256, quoted"),
+            )),
+        (status = 304, description = "Not modified (If-None-Match)",
+            headers(("ETag" = String, description = "The SHA-256, quoted"))),
         (status = 404, description = "No such file", body = ErrorBody),
-        (status = 416, description = "Range not satisfiable", body = ErrorBody),
+        (status = 416, description = "Range not satisfiable", body = ErrorBody,
+            headers(("Content-Range" = String, description = "`bytes */SIZE`"))),
     ))]
 pub async fn download(
     State(state): State<AppState>,
@@ -342,6 +491,7 @@ pub async fn download(
     let file = state.db.files().get(id).await?;
     let etag = groundwork_storage::etag(&file.sha256);
     let size = u64::try_from(file.size).unwrap_or(0);
+    // RFC 9110 §13.2.2: If-None-Match first, then If-Range decides whether Range applies.
     if header_text(&headers, IF_NONE_MATCH.as_str())
         .is_some_and(|wanted| groundwork_storage::if_none_match(&wanted, &etag))
     {
@@ -349,20 +499,24 @@ pub async fn download(
         insert(&mut response, ETAG, &etag);
         return Ok(response);
     }
-    let range = header_text(&headers, RANGE.as_str())
+    let range = match header_text(&headers, RANGE.as_str())
+        .filter(|_| {
+            headers.get(IF_RANGE).is_none_or(|v| {
+                v.to_str()
+                    .is_ok_and(|v| groundwork_storage::if_range(v, &etag))
+            })
+        })
         .map(|value| parse_range(&value))
         .transpose()
-        .map_err(|e| storage_error(e, 0))?
-        .flatten();
+    {
+        Ok(range) => range.flatten(),
+        Err(StorageError::InvalidRange(reason)) => return Ok(unsatisfiable(reason, size)),
+        Err(err) => return Err(storage_error(err, 0)),
+    };
     let partial = range.is_some();
     let download = match state.files.store.get(&file.storage_key, range).await {
         Ok(download) => download,
-        Err(StorageError::InvalidRange(reason)) => {
-            let mut response =
-                ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, reason).into_response();
-            insert(&mut response, CONTENT_RANGE, &format!("bytes */{size}"));
-            return Ok(response);
-        }
+        Err(StorageError::InvalidRange(reason)) => return Ok(unsatisfiable(reason, size)),
         Err(err) => return Err(storage_error(err, 0)),
     };
     let length = download.content_length();
@@ -380,7 +534,7 @@ pub async fn download(
     insert(
         &mut response,
         CONTENT_DISPOSITION,
-        &format!("attachment; filename=\"{}\"", ascii_name(&file.name)),
+        &groundwork_storage::content_disposition(&file.name),
     );
     if partial {
         insert(
@@ -395,17 +549,12 @@ pub async fn download(
     Ok(response)
 }
 
-/// The name as a quoted-string-safe ASCII fallback for `Content-Disposition`.
-fn ascii_name(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+/// 416 in the contract's error shape, with the `Content-Range: bytes */SIZE` RFC 9110
+/// §15.5.17 asks for.
+fn unsatisfiable(reason: String, size: u64) -> Response {
+    let mut response = ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, reason).into_response();
+    insert(&mut response, CONTENT_RANGE, &format!("bytes */{size}"));
+    response
 }
 
 fn insert(response: &mut Response, name: axum::http::HeaderName, value: &str) {

@@ -1,6 +1,11 @@
 //! `/api/v1/workflows`: create, list, read, update, delete; `POST
 //! /api/v1/workflows/{id}/executions` queues an execution (202) for the workers, and `GET
 //! /api/v1/executions/{id}` follows it.
+//!
+//! Steps are checked when they are written (create, and a patch that sets them) with the
+//! parser the worker runs them with ([`crate::steps::parse_steps`]), and every agent step's
+//! agent must exist: anything else is 422 naming the step and the problem, so that a
+//! workflow the API accepted does not fail later for its definition.
 
 use axum::extract::State;
 use axum::http::HeaderValue;
@@ -19,6 +24,7 @@ use crate::app::AppState;
 use crate::auth::Actor;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
+use crate::steps::{InvalidSteps, StepKind, agent_exists, parse_steps};
 use crate::workers::{audit_message, execute_message};
 
 /// Paging of `GET /workflows`.
@@ -31,19 +37,22 @@ pub struct ListWorkflows {
     offset: Option<i64>,
 }
 
-/// Create a workflow.
+/// Create a workflow. Its steps must follow the step rules (a known `type`, that type's
+/// fields only, an http(s) webhook `url`, an existing agent, unique names...): 422 names the
+/// first step that does not and why.
 #[utoipa::path(post, path = "/workflows", tag = "workflows", request_body = NewWorkflow,
     responses(
         (status = 201, description = "Created", body = Workflow),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 409, description = "Name taken", body = ErrorBody),
-        (status = 422, description = "Invalid fields", body = ErrorBody),
+        (status = 422, description = "Invalid fields or steps", body = ErrorBody),
     ))]
 pub async fn create(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     ApiJson(new): ApiJson<NewWorkflow>,
 ) -> Result<Response, ApiError> {
+    check_steps(&state, &new.steps).await?;
     let workflow = state.db.workflows().create(actor.name(), &new).await?;
     Ok(created(
         format!("/api/v1/workflows/{}", workflow.id),
@@ -79,14 +88,14 @@ pub async fn get(
     Ok(Json(state.db.workflows().get(id).await?))
 }
 
-/// Change some fields of a workflow.
+/// Change some fields of a workflow. New steps are checked as on create (422).
 #[utoipa::path(patch, path = "/workflows/{id}", tag = "workflows", request_body = WorkflowPatch,
     params(("id" = i64, Path, description = "Workflow id")),
     responses(
         (status = 200, description = "The updated workflow", body = Workflow),
         (status = 404, description = "No such workflow", body = ErrorBody),
         (status = 409, description = "Name taken", body = ErrorBody),
-        (status = 422, description = "Invalid fields", body = ErrorBody),
+        (status = 422, description = "Invalid fields or steps", body = ErrorBody),
     ))]
 pub async fn update(
     State(state): State<AppState>,
@@ -94,6 +103,9 @@ pub async fn update(
     ApiPath(id): ApiPath<i64>,
     ApiJson(patch): ApiJson<WorkflowPatch>,
 ) -> Result<Json<Workflow>, ApiError> {
+    if let Some(steps) = &patch.steps {
+        check_steps(&state, steps).await?;
+    }
     Ok(Json(
         state
             .db
@@ -101,6 +113,33 @@ pub async fn update(
             .update(actor.name(), id, &patch)
             .await?,
     ))
+}
+
+/// Checks `steps` as the worker will parse them, and that every agent step's agent exists.
+///
+/// # Errors
+/// 422 naming the step and the problem; the database's error when it fails.
+async fn check_steps(state: &AppState, steps: &Value) -> Result<(), ApiError> {
+    let unprocessable =
+        |err: InvalidSteps| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, err.to_string());
+    let steps = parse_steps(steps).map_err(unprocessable)?;
+    let mut known: Vec<i64> = Vec::new();
+    for step in &steps {
+        let StepKind::Agent { agent_id } = step.kind else {
+            continue;
+        };
+        if known.contains(&agent_id) {
+            continue;
+        }
+        if !agent_exists(&state.db, agent_id).await? {
+            return Err(unprocessable(InvalidSteps::at(
+                step,
+                format!("agent {agent_id} does not exist"),
+            )));
+        }
+        known.push(agent_id);
+    }
+    Ok(())
 }
 
 /// Delete a workflow that has no executions.
