@@ -230,6 +230,58 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// Adds the 401 that API keys make possible to every operation that needs them (all but
+/// those whose `security` asks for nothing, `/health`), in one place rather than on each
+/// route's annotation.
+fn document_unauthorized(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::header::HeaderBuilder;
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let response = ResponseBuilder::new()
+        .description("Missing or invalid API key (only when API keys are configured)")
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .header(
+            "WWW-Authenticate",
+            HeaderBuilder::new()
+                .description(Some(
+                    "`Bearer realm=\"groundwork\"`, with `error=\"invalid_token\"` for a wrong key",
+                ))
+                .build(),
+        )
+        .build();
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ];
+        for operation in operations.into_iter().flatten() {
+            let public = operation.security.as_ref().is_some_and(|requirements| {
+                requirements.iter().any(|requirement| {
+                    serde_json::to_value(requirement)
+                        .is_ok_and(|v| v.as_object().is_some_and(serde_json::Map::is_empty))
+                })
+            });
+            if !public {
+                operation
+                    .responses
+                    .responses
+                    .entry("401".to_owned())
+                    .or_insert_with(|| RefOr::T(response.clone()));
+            }
+        }
+    }
+}
+
 /// The whole HTTP application over `state`.
 ///
 /// # Panics
@@ -280,6 +332,8 @@ pub fn app(state: AppState, settings: HttpSettings) -> Router {
         .routes(routes!(llm::chat_completions))
         .nest("/api/v1", api)
         .split_for_parts();
+    let mut doc = doc;
+    document_unauthorized(&mut doc);
     let doc = doc
         .to_pretty_json()
         .unwrap_or_else(|e| format!("{{\"error\": \"cannot render OpenAPI: {e}\"}}"));

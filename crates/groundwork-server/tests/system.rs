@@ -175,6 +175,17 @@ async fn openapi_describes_every_route() -> anyhow::Result<()> {
             doc["components"]["securitySchemes"]["bearer"].is_object(),
             "the bearer scheme is described"
         );
+        // Every operation but /health documents the 401 API keys make possible.
+        for (route, item) in paths {
+            for (method, operation) in item.as_object().into_iter().flatten() {
+                let documented = operation["responses"].get("401").is_some();
+                assert_eq!(
+                    documented,
+                    route != "/health",
+                    "{method} {route}: 401 documented = {documented}"
+                );
+            }
+        }
         // /health needs no credentials: its operation overrides the global requirement
         // with one that asks for nothing.
         let health = &paths["/health"]["get"]["security"];
