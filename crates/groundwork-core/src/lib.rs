@@ -106,3 +106,22 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+/// The JSON type of `value` as an error message names it: `null`, `a boolean`, `a number`,
+/// `a string`, `an array`, `an object`.
+///
+/// ```
+/// assert_eq!(groundwork_core::json_type(&serde_json::json!([1])), "an array");
+/// ```
+#[must_use]
+pub fn json_type(value: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

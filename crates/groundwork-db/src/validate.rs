@@ -107,7 +107,7 @@ pub(crate) fn object(field: &str, value: &Value) -> Result<()> {
     } else {
         Err(DbError::invalid(format!(
             "{field} must be a JSON object, got {}",
-            json_type(value)
+            groundwork_core::json_type(value)
         )))
     }
 }
@@ -119,19 +119,8 @@ pub(crate) fn array(field: &str, value: &Value) -> Result<()> {
     } else {
         Err(DbError::invalid(format!(
             "{field} must be a JSON array, got {}",
-            json_type(value)
+            groundwork_core::json_type(value)
         )))
-    }
-}
-
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

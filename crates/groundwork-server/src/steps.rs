@@ -133,7 +133,10 @@ pub fn parse_steps(steps: &Value) -> Result<Vec<Step>, InvalidSteps> {
     let Value::Array(items) = steps else {
         return Err(InvalidSteps {
             step: None,
-            reason: format!("steps must be a JSON array, got {}", json_type(steps)),
+            reason: format!(
+                "steps must be a JSON array, got {}",
+                groundwork_core::json_type(steps)
+            ),
         });
     };
     let mut out: Vec<Step> = Vec::with_capacity(items.len());
@@ -172,7 +175,10 @@ fn parse_step(position: usize, item: &Value) -> Result<Step, InvalidSteps> {
         return Err(InvalidSteps::at_position(
             position,
             None,
-            format!("a step must be a JSON object, got {}", json_type(item)),
+            format!(
+                "a step must be a JSON object, got {}",
+                groundwork_core::json_type(item)
+            ),
         ));
     };
     let name = parse_name(position, fields)?;
@@ -189,7 +195,7 @@ fn parse_step(position: usize, item: &Value) -> Result<Step, InvalidSteps> {
             return Err(fail(format!(
                 "type must be a string ({}), got {}",
                 STEP_TYPES.join(", "),
-                json_type(other)
+                groundwork_core::json_type(other)
             )));
         }
     };
@@ -244,7 +250,7 @@ fn parse_step(position: usize, item: &Value) -> Result<Step, InvalidSteps> {
                 Some(other) => {
                     return Err(fail(format!(
                         "message must be a string, got {}",
-                        json_type(other)
+                        groundwork_core::json_type(other)
                     )));
                 }
             },
@@ -254,7 +260,7 @@ fn parse_step(position: usize, item: &Value) -> Result<Step, InvalidSteps> {
                 Some(other) => {
                     return Err(fail(format!(
                         "retryable must be true or false, got {}",
-                        json_type(other)
+                        groundwork_core::json_type(other)
                     )));
                 }
             },
@@ -276,7 +282,7 @@ fn parse_name(position: usize, fields: &Map<String, Value>) -> Result<String, In
         Some(other) => {
             return Err(fail(format!(
                 "name must be a string, got {}",
-                json_type(other)
+                groundwork_core::json_type(other)
             )));
         }
     };
@@ -303,7 +309,12 @@ fn parse_url(url: Option<&Value>) -> Result<String, String> {
     let url = match present(url) {
         None => return Err("a webhook step needs a url".to_owned()),
         Some(Value::String(url)) => url,
-        Some(other) => return Err(format!("url must be a string, got {}", json_type(other))),
+        Some(other) => {
+            return Err(format!(
+                "url must be a string, got {}",
+                groundwork_core::json_type(other)
+            ));
+        }
     };
     let shown = quote(url);
     // The scheme as RFC 3986 spells it, before parsing: a clear message for `file:`,
@@ -416,19 +427,8 @@ fn quote(text: &str) -> String {
 fn shown_value(value: &Value) -> String {
     match value {
         Value::String(s) => quote(s),
-        Value::Array(_) | Value::Object(_) => json_type(value).to_owned(),
+        Value::Array(_) | Value::Object(_) => groundwork_core::json_type(value).to_owned(),
         other => other.to_string(),
-    }
-}
-
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
