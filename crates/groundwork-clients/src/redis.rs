@@ -433,6 +433,57 @@ impl RedisClient {
             .await
     }
 
+    /// One step of an incremental scan of the key space: `SCAN cursor MATCH pattern COUNT
+    /// count`. Start with cursor 0 and call again with [`ScanPage::cursor`] until it is 0
+    /// again; each call is one operation (one round trip under the operation timeout and
+    /// the breaker), so a large key space is walked in many short steps, never one long
+    /// command.
+    ///
+    /// `pattern` is a Redis glob (`*`, `?`, `[...]`, `\` escapes): build it with
+    /// [`glob_escape`] so that a literal prefix matches only itself. `count` is a hint of
+    /// how many keys Redis examines per step (at least 1); a page may hold fewer keys (even
+    /// none before the end) or more, and a key may be returned more than once.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisClient::get`].
+    pub async fn scan_match(
+        &self,
+        cursor: u64,
+        pattern: &str,
+        count: u32,
+    ) -> Result<ScanPage, RedisError> {
+        let (cursor, keys): (u64, Vec<Vec<u8>>) = self
+            .run(
+                ::redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(count.max(1)),
+            )
+            .await?;
+        Ok(ScanPage { cursor, keys })
+    }
+
+    /// Deletes `keys` in one `UNLINK` (their memory is reclaimed by Redis in the background,
+    /// so a large value does not stall the server); returns how many existed. An empty
+    /// batch returns 0 without a round trip.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisClient::get`].
+    pub async fn unlink<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<u64, RedisError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut cmd = ::redis::cmd("UNLINK");
+        for key in keys {
+            cmd.arg(key.as_ref());
+        }
+        self.run(&cmd).await
+    }
+
     /// Sends a `PING` (as an operation: under the timeout and the breaker) and returns the
     /// round trip time.
     ///
@@ -531,13 +582,47 @@ impl RedisClient {
     }
 }
 
+/// One step of [`RedisClient::scan_match`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ScanPage {
+    /// The cursor to pass to the next step; 0 when the scan is complete.
+    pub cursor: u64,
+    /// The matching keys of this step (possibly none; possibly returned before).
+    pub keys: Vec<Vec<u8>>,
+}
+
+/// `literal` as a Redis glob pattern that matches exactly `literal`: `*`, `?`, `[`, `]` and
+/// `\` are escaped with a backslash (the pattern language of `SCAN MATCH`, `KEYS` and
+/// `PSUBSCRIBE`). Append `*` to match every key that starts with `literal`.
+///
+/// ```
+/// use groundwork_clients::redis::glob_escape;
+///
+/// assert_eq!(glob_escape("groundwork:llm:"), "groundwork:llm:");
+/// // Without escaping, `a*:` would also match the keys of `ab:`.
+/// assert_eq!(format!("{}*", glob_escape("a*:")), r"a\*:*");
+/// ```
+#[must_use]
+pub fn glob_escape(literal: &str) -> String {
+    let mut pattern = String::with_capacity(literal.len() + 4);
+    for c in literal.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern
+}
+
 /// A [`RedisClient`]'s statistics and settings at one moment, for `/infra` and `/metrics`.
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
 pub struct RedisStats {
     /// Whether the command connection is up: made, and its last check passed.
     pub connected: bool,
-    /// Operations started (`get`, `set_ex`, `del`, `publish`, `ping`).
+    /// Operations started (`get`, `set_ex`, `del`, `publish`, `scan_match`, `unlink`,
+    /// `ping`).
     pub operations: u64,
     /// Operations that failed other than by a timeout or the breaker: not connected, a
     /// connection error, an error reply.
@@ -660,6 +745,18 @@ mod tests {
         assert_eq!(client.stats().rejected, 1);
     }
 
+    #[tokio::test]
+    async fn scan_and_unlink_are_operations_and_an_empty_unlink_sends_nothing() {
+        let client = RedisClient::new(RedisOptions::new(NOWHERE)).unwrap();
+        assert_eq!(client.unlink::<&str>(&[]).await.unwrap(), 0);
+        assert_eq!(client.stats().operations, 0);
+        let err = client.scan_match(0, "p:*", 100).await.unwrap_err();
+        assert!(matches!(err, RedisError::Unavailable { .. }), "{err:?}");
+        let err = client.unlink(&["p:1", "p:2"]).await.unwrap_err();
+        assert!(matches!(err, RedisError::Unavailable { .. }), "{err:?}");
+        assert_eq!(client.stats().operations, 2);
+    }
+
     #[test]
     fn an_invalid_url_is_refused() {
         let err = RedisClient::new(RedisOptions::new("http://127.0.0.1/")).unwrap_err();
@@ -710,6 +807,70 @@ mod tests {
             },
         ] {
             assert_eq!(err.kind(), ErrorKind::Unavailable);
+        }
+    }
+
+    #[test]
+    fn glob_escape_leaves_plain_text_alone() {
+        assert_eq!(glob_escape(""), "");
+        assert_eq!(glob_escape("groundwork:llm:"), "groundwork:llm:");
+        assert_eq!(
+            glob_escape("tenant-a/b c.d^e-f{g}é"),
+            "tenant-a/b c.d^e-f{g}é"
+        );
+    }
+
+    #[test]
+    fn glob_escape_escapes_every_special_character() {
+        assert_eq!(glob_escape("*"), r"\*");
+        assert_eq!(glob_escape("?"), r"\?");
+        assert_eq!(glob_escape("["), r"\[");
+        assert_eq!(glob_escape("]"), r"\]");
+        assert_eq!(glob_escape(r"\"), r"\\");
+        assert_eq!(glob_escape(r"a*b?c[d-e]f\g"), r"a\*b\?c\[d-e\]f\\g");
+        // An escaped backslash before a star leaves the star special only where appended.
+        assert_eq!(format!("{}*", glob_escape(r"p\")), r"p\\*");
+    }
+
+    /// Redis's matcher (`stringmatchlen` in `util.c`) for the subset `glob_escape` and a
+    /// trailing `*` produce: literals, `\x` escapes, `*`. Enough to check the escaping
+    /// without a server.
+    fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
+        match pattern.split_first() {
+            None => text.is_empty(),
+            Some((b'*', rest)) => (0..=text.len()).any(|skip| glob_matches(rest, &text[skip..])),
+            Some((b'\\', rest)) if !rest.is_empty() => {
+                text.first() == Some(&rest[0]) && glob_matches(&rest[1..], &text[1..])
+            }
+            Some((b'?' | b'[', _)) => panic!("unescaped {pattern:?}"),
+            Some((c, rest)) => text.first() == Some(c) && glob_matches(rest, &text[1..]),
+        }
+    }
+
+    #[test]
+    fn an_escaped_prefix_matches_only_its_own_keys() {
+        // What the escaping prevents: unescaped, the prefix `a*:` is a wildcard.
+        assert!(glob_matches(b"a*:*", b"ab:key"));
+        for prefix in ["plain:", "a*:", "a?:", "a[bc]:", r"a\:", "*", "?[]\\*"] {
+            let pattern = format!("{}*", glob_escape(prefix));
+            assert!(
+                glob_matches(pattern.as_bytes(), format!("{prefix}key").as_bytes()),
+                "{pattern} must match {prefix}key"
+            );
+            assert!(
+                glob_matches(pattern.as_bytes(), prefix.as_bytes()),
+                "{pattern} must match {prefix}"
+            );
+            // Keys a raw (unescaped) pattern would also catch.
+            for other in ["ab:key", "aX:key", "ab]:key", "ab:", "a:key", "zzz", "[]*"] {
+                if other.starts_with(prefix) {
+                    continue;
+                }
+                assert!(
+                    !glob_matches(pattern.as_bytes(), other.as_bytes()),
+                    "{pattern} must not match {other}"
+                );
+            }
         }
     }
 

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::Database;
-use crate::database::on_pool;
+use crate::database::{in_tx, on_pool};
 use crate::error::{DbError, Result};
 
 /// Advisory lock key that serializes change-log appends on PostgreSQL ("gwchange" in ASCII).
@@ -99,6 +99,10 @@ pub struct ChangeBatch {
     pub next_cursor: i64,
     /// True when `limit` cut the batch short: ask again from `next_cursor`.
     pub has_more: bool,
+    /// True when changes after the cursor were pruned ([`Changes::prune`]): the reader has
+    /// missed some and must reload everything, then follow from
+    /// [`Changes::current_cursor`] read before that load. `changes` is then empty.
+    pub truncated: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -169,16 +173,31 @@ impl<'a> Changes<'a> {
         if limit < 1 {
             return Err(DbError::invalid("limit must be at least 1"));
         }
-        let rows: Vec<ChangeRow> = on_pool!(self.db, |pool| {
-            sqlx::query_as(
+        let (rows, pruned_through): (Vec<ChangeRow>, i64) = on_pool!(self.db, |pool| {
+            let rows = sqlx::query_as(
                 "SELECT seq, entity, entity_id, related_id, op, changed_at, scope FROM change_log \
                  WHERE seq > $1 ORDER BY seq LIMIT $2",
             )
             .bind(cursor)
             .bind(limit.saturating_add(1))
             .fetch_all(pool)
-            .await
+            .await?;
+            // Read after the rows: a prune committed in between shows here (the batch is
+            // then refused as truncated, which is safe), never only in the rows.
+            let pruned_through: i64 =
+                sqlx::query_scalar("SELECT through_seq FROM change_log_pruned WHERE id = 1")
+                    .fetch_one(pool)
+                    .await?;
+            Ok::<_, sqlx::Error>((rows, pruned_through))
         })?;
+        if cursor < pruned_through {
+            return Ok(ChangeBatch {
+                changes: Vec::new(),
+                next_cursor: cursor,
+                has_more: false,
+                truncated: true,
+            });
+        }
         let has_more = i64::try_from(rows.len()).unwrap_or(i64::MAX) > limit;
         let changes = rows
             .into_iter()
@@ -190,6 +209,43 @@ impl<'a> Changes<'a> {
             changes,
             next_cursor,
             has_more,
+            truncated: false,
+        })
+    }
+
+    /// Deletes the changes recorded before `before` and returns how many. Readers whose
+    /// cursor lies below the last pruned change get [`ChangeBatch::truncated`] from then on
+    /// and reload everything, so prune only what every live reader has long read (the
+    /// server keeps a week).
+    ///
+    /// # Errors
+    /// [`DbError::Unavailable`] when the database cannot be reached.
+    pub async fn prune(&self, before: DateTime<Utc>) -> Result<u64> {
+        let before = crate::database::to_micros(before);
+        in_tx!(self.db, |tx, _pg| {
+            let through: Option<i64> =
+                sqlx::query_scalar("SELECT MAX(seq) FROM change_log WHERE changed_at < $1")
+                    .bind(before)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            match through {
+                None => 0,
+                Some(through) => {
+                    // One transaction: a reader that sees the rows gone sees the watermark.
+                    sqlx::query(
+                        "UPDATE change_log_pruned SET through_seq = $1 \
+                         WHERE id = 1 AND through_seq < $1",
+                    )
+                    .bind(through)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query("DELETE FROM change_log WHERE seq <= $1")
+                        .bind(through)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected()
+                }
+            }
         })
     }
 }

@@ -129,6 +129,7 @@ conformance! {
     nul_characters_are_invalid_input,
     name_contains_folds_ascii_case_only,
     changes_since_accepts_the_largest_limit,
+    changes_prune_truncates_older_cursors,
     views_tools_of,
     views_runtimes_of,
     views_agents_using_tools,
@@ -4431,5 +4432,56 @@ async fn files_track_unreferenced_objects(db: Database) -> anyhow::Result<()> {
     expect_err!(Conflict, files.reserve_key("k/1").await);
     files.release_key("k/1").await?;
     assert!(files.claim_unrecorded(future, None, 10).await?.is_empty());
+    Ok(())
+}
+
+/// Pruning deletes the changes recorded before a time; a reader whose cursor lies below the
+/// last pruned change is told its batch is truncated (it must reload), one at or past it
+/// reads on as before.
+async fn changes_prune_truncates_older_cursors(db: Database) -> anyhow::Result<()> {
+    let start = db.changes().current_cursor().await?;
+    db.agents().create(ACTOR, &agent("old-1")).await?;
+    db.agents().create(ACTOR, &agent("old-2")).await?;
+    let old = db.changes().current_cursor().await?;
+    tokio::time::sleep(StdDuration::from_millis(5)).await;
+    let cut = now();
+    tokio::time::sleep(StdDuration::from_millis(5)).await;
+    db.agents().create(ACTOR, &agent("new")).await?;
+    let newest = db.changes().current_cursor().await?;
+
+    assert_eq!(
+        db.changes().prune(cut - Duration::hours(1)).await?,
+        0,
+        "nothing that old"
+    );
+    assert!(!db.changes().since(start, 100).await?.truncated);
+
+    assert_eq!(
+        db.changes().prune(cut).await?,
+        2,
+        "the two changes before the cut"
+    );
+    for behind in [start, old - 1] {
+        let batch = db.changes().since(behind, 100).await?;
+        assert!(
+            batch.truncated,
+            "cursor {behind} is below the pruned changes"
+        );
+        assert!(batch.changes.is_empty());
+        assert_eq!(batch.next_cursor, behind);
+    }
+    let batch = db.changes().since(old, 100).await?;
+    assert!(!batch.truncated);
+    assert_eq!(batch.changes.len(), 1, "{batch:?}");
+    assert_eq!(batch.next_cursor, newest);
+    assert_eq!(db.changes().current_cursor().await?, newest);
+
+    // Pruning again up to the same point changes nothing; a later prune moves on.
+    assert_eq!(db.changes().prune(cut).await?, 0);
+    assert_eq!(db.changes().prune(now() + Duration::seconds(1)).await?, 1);
+    assert!(db.changes().since(old, 100).await?.truncated);
+    assert!(!db.changes().since(newest, 100).await?.truncated);
+    db.agents().create(ACTOR, &agent("after")).await?;
+    assert_eq!(db.changes().since(newest, 100).await?.changes.len(), 1);
     Ok(())
 }

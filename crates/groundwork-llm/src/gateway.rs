@@ -314,7 +314,7 @@ impl Gateway {
         }
         let key = cache_key(&tenant, &body).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
         if policy.lookup
-            && let Some(entry) = self.inner.cache.get(&key).await
+            && let Some(entry) = self.inner.cache.get(&tenant, &key).await
         {
             self.inner.counters.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(reply_from_cache(&entry, streaming));

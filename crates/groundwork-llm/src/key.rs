@@ -195,7 +195,7 @@ pub fn canonical_json(value: &Value) -> Result<String, KeyError> {
 pub fn canonical_request(request: &Value) -> Result<String, KeyError> {
     let Value::Object(fields) = request else {
         return Err(KeyError::NotAnObject {
-            found: json_type(request),
+            found: groundwork_core::json_type(request),
         });
     };
     // Borrow instead of cloning: request bodies can carry large base64 images. The
@@ -317,18 +317,6 @@ impl fmt::Display for CacheKey {
 impl AsRef<str> for CacheKey {
     fn as_ref(&self) -> &str {
         &self.0
-    }
-}
-
-/// The JSON type name of `value`, for error messages.
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

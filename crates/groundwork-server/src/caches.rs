@@ -378,8 +378,42 @@ impl Source<i64, RuntimeDoc> for AgentRuntimeSource {
     }
 }
 
+/// How long the change log keeps a change: far longer than any live instance lags behind
+/// (one that does, reloads its caches in full).
+pub const CHANGE_LOG_KEEP: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// How often the change log is pruned.
+const CHANGE_LOG_PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Prunes the change log of changes older than [`CHANGE_LOG_KEEP`], now and every hour,
+/// until `stop`: without it the log grows with every write for ever.
+pub fn spawn_change_log_pruning(
+    db: Database,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let keep =
+                chrono::TimeDelta::from_std(CHANGE_LOG_KEEP).unwrap_or(chrono::TimeDelta::MAX);
+            let before = groundwork_db::now()
+                .checked_sub_signed(keep)
+                .unwrap_or(chrono::DateTime::UNIX_EPOCH);
+            match db.changes().prune(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(pruned = n, "change log pruned"),
+                Err(err) => tracing::warn!(error = %err, "cannot prune the change log"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(CHANGE_LOG_PRUNE_EVERY) => {}
+            }
+        }
+    })
+}
+
 /// The agents affected by the changes after `cursor`, the cursor after them and whether
-/// more changes wait; `None` if the cursor cannot be read (the cache then reloads all).
+/// more changes wait; `None` if the cursor cannot be read or the changes after it were
+/// pruned (the cache then reloads all).
 async fn changed_agents(
     db: &Database,
     cursor: u64,
@@ -389,6 +423,10 @@ async fn changed_agents(
         return Ok(None);
     };
     let batch = db.changes().since(cursor, CHANGE_BATCH).await?;
+    if batch.truncated {
+        // Changes after the cursor were pruned: only a full reload is correct.
+        return Ok(None);
+    }
     let affected = db
         .views()
         .affected_agents(&batch.changes, with_prompts)

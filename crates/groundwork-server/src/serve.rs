@@ -85,6 +85,10 @@ pub async fn serve(config: Config, metrics: PrometheusHandle) -> anyhow::Result<
         stop_workers.clone(),
     );
     background.push(sweeper);
+    background.push(crate::caches::spawn_change_log_pruning(
+        db.clone(),
+        stop_workers.clone(),
+    ));
     let caches = state.caches.clone();
     // Fill the caches in the background (readiness waits for it, up to its timeout) and
     // follow changes committed by other instances.

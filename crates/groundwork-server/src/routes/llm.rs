@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures_util::StreamExt as _;
+use groundwork_llm::cache::FlushReport;
 use groundwork_llm::client::LlmError;
 use groundwork_llm::gateway::{ChatReply, ChatRequest, GatewayError};
 use groundwork_llm::policy::{CachePolicy, CacheStatus};
@@ -223,22 +224,85 @@ pub struct FlushQuery {
     pub namespace: Option<String>,
 }
 
-/// What a flush removed.
+/// What a flush did. Without Redis only `flushed` is present.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Flushed {
-    /// Entries removed from memory (Redis entries expire by their TTL).
+    /// Entries removed from this instance's memory.
+    #[schema(example = 12)]
     pub flushed: usize,
+    /// Entries deleted from Redis (those of the namespace, or every entry under the cache's
+    /// key prefix), counted up to a failure if one stopped the deletion. Absent without
+    /// Redis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = 40)]
+    pub redis_deleted: Option<u64>,
+    /// How many instances' caches received the flush announcement, this one's included;
+    /// each other instance then flushes the same entries from its memory. Absent without
+    /// Redis, or when the announcement could not be published.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = 3)]
+    pub announced_to: Option<u64>,
+    /// What Redis did not do, when it failed (unreachable, too slow, breaker open): the
+    /// entries it still holds and the other instances' memories may keep serving the
+    /// flushed answers until their TTL. The flush of this instance's memory happened all the
+    /// same. Absent when everything was done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "deleting the Redis entries failed: Redis is unavailable")]
+    pub redis_error: Option<String>,
 }
 
-/// Flushes the in-memory LLM cache, for one namespace or all.
+impl From<FlushReport> for Flushed {
+    fn from(report: FlushReport) -> Self {
+        let redis_error = (!report.redis_errors.is_empty()).then(|| {
+            report
+                .redis_errors
+                .iter()
+                .map(|err| {
+                    // The step and the Redis client's verdict; redis-rs's own details stay
+                    // in the log.
+                    match std::error::Error::source(err) {
+                        Some(source) => format!("{err}: {source}"),
+                        None => err.to_string(),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        });
+        Self {
+            flushed: report.flushed,
+            redis_deleted: report.redis_deleted,
+            announced_to: report.announced_to,
+            redis_error,
+        }
+    }
+}
+
+/// Flushes the LLM response cache, for one namespace or all, on every level and every
+/// instance: this instance's memory, the Redis entries, and (announced through Redis
+/// pub/sub) the memory of every other instance sharing the Redis. When Redis fails the
+/// answer is still 200: this instance's memory is flushed, and `redis_error` says what
+/// was not done.
 #[utoipa::path(delete, path = "/llm-cache", tag = "llm", params(FlushQuery),
-    responses((status = 200, description = "Flushed", body = Flushed)))]
+    responses((status = 200, description = "Flushed; what Redis did is in the report", body = Flushed)))]
 pub async fn flush(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<FlushQuery>,
 ) -> Json<Flushed> {
-    let flushed = state.llm.as_ref().map_or(0, |gateway| {
-        gateway.cache().flush(query.namespace.as_deref())
-    });
-    Json(Flushed { flushed })
+    let Some(gateway) = &state.llm else {
+        return Json(Flushed {
+            flushed: 0,
+            redis_deleted: None,
+            announced_to: None,
+            redis_error: None,
+        });
+    };
+    let report = gateway.cache().flush(query.namespace.as_deref()).await;
+    for err in &report.redis_errors {
+        tracing::warn!(
+            error = %crate::error::error_chain(err),
+            namespace = query.namespace.as_deref().unwrap_or("*"),
+            "LLM cache flush incomplete in Redis"
+        );
+    }
+    Json(report.into())
 }
