@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use groundwork_db::{Database, DatabaseOptions, ToolPatch};
+use groundwork_db::ToolPatch;
 use groundwork_server::app::{AppState, HttpSettings, app};
 use groundwork_server::caches::CacheSettings;
 use http_body_util::BodyExt as _;
@@ -38,12 +38,7 @@ fn post(path: &str, body: &Value) -> anyhow::Result<Request<Body>> {
 #[tokio::test]
 async fn a_cache_behind_a_pruned_log_reloads_in_full() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let db = Database::connect(DatabaseOptions::new(format!(
-        "sqlite://{}/t.db",
-        dir.path().display()
-    )))
-    .await?;
-    db.migrate().await?;
+    let db = common::sqlite_db(dir.path()).await?;
     let state = AppState::with_cache_settings(
         db.clone(),
         &[],

@@ -11,7 +11,7 @@ mod common;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use common::{files_under, metrics_handle, test_app};
-use groundwork_db::{Database, DatabaseOptions};
+use groundwork_db::Database;
 use groundwork_server::app::{AppState, FileStorage, HttpSettings, app};
 use http_body_util::BodyExt as _;
 use serde_json::Value;
@@ -233,12 +233,7 @@ async fn small_limit_app(
     limit: u64,
 ) -> anyhow::Result<(axum::Router, Database, tempfile::TempDir)> {
     let dir = tempfile::tempdir()?;
-    let db = Database::connect(DatabaseOptions::new(format!(
-        "sqlite://{}/t.db",
-        dir.path().display()
-    )))
-    .await?;
-    db.migrate().await?;
+    let db = common::sqlite_db(dir.path()).await?;
     let store_dir = dir.path().join("files");
     let store = groundwork_storage::open(&format!("file://{}", store_dir.display()))?;
     let state = AppState::new(db.clone(), &[], metrics_handle()).with_files(FileStorage {

@@ -8,7 +8,6 @@ use axum::Router;
 use axum::http::StatusCode;
 use common::{DEFAULT_BODY_LIMIT, TestApp, id_of, metrics_handle};
 use groundwork_clients::http::{HttpClient, HttpClientOptions};
-use groundwork_db::{Database, DatabaseOptions};
 use groundwork_llm::agent::{AgentRunner, AgentStatus, PromptAgent, RunnerOptions};
 use groundwork_llm::cache::{ResponseCache, ResponseCacheOptions};
 use groundwork_llm::client::{ClientOptions, LlmClient, Upstream};
@@ -22,12 +21,7 @@ use serde_json::json;
 async fn the_prompt_agent_runs_with_the_cached_runtime() -> anyhow::Result<()> {
     let mock = MockOpenAi::start()?;
     let dir = tempfile::tempdir()?;
-    let db = Database::connect(DatabaseOptions::new(format!(
-        "sqlite://{}/t.db",
-        dir.path().display()
-    )))
-    .await?;
-    db.migrate().await?;
+    let db = common::sqlite_db(dir.path()).await?;
     let state = AppState::new(db.clone(), &[], metrics_handle());
     let runtimes = CachedRuntimes::new(&state.caches);
     let router: Router = app(

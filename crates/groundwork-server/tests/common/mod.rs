@@ -50,6 +50,17 @@ pub(crate) struct TestApp {
     pub(crate) dir: TempDir,
 }
 
+/// A migrated SQLite database in the file `t.db` of `dir`.
+pub(crate) async fn sqlite_db(dir: &std::path::Path) -> anyhow::Result<Database> {
+    let db = Database::connect(DatabaseOptions::new(format!(
+        "sqlite://{}/t.db",
+        dir.display()
+    )))
+    .await?;
+    db.migrate().await?;
+    Ok(db)
+}
+
 /// A fresh application: no API keys, the default body limit.
 pub(crate) async fn test_app() -> anyhow::Result<TestApp> {
     test_app_with(Vec::new(), DEFAULT_BODY_LIMIT).await
@@ -58,9 +69,7 @@ pub(crate) async fn test_app() -> anyhow::Result<TestApp> {
 /// A fresh application accepting `keys`, refusing bodies over `body_limit` bytes.
 pub(crate) async fn test_app_with(keys: Vec<ApiKey>, body_limit: usize) -> anyhow::Result<TestApp> {
     let dir = tempfile::tempdir()?;
-    let url = format!("sqlite://{}/t.db", dir.path().display());
-    let db = Database::connect(DatabaseOptions::new(url)).await?;
-    db.migrate().await?;
+    let db = sqlite_db(dir.path()).await?;
     let state = AppState::new(db.clone(), &keys, metrics_handle());
     let router = app(
         state,
