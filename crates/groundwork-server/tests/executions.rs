@@ -274,7 +274,7 @@ async fn executions_run_on_postgres_with_rabbitmq() -> anyhow::Result<()> {
     let db_url = schema.database_url(&url);
     // Queues of their own on the shared broker.
     let prefix = format!("test-{}-{}.", std::process::id(), schema.name());
-    scenario(
+    let outcome = scenario(
         "postgres+rabbitmq",
         &[
             ("GROUNDWORK_DATABASE_URL", db_url.as_str()),
@@ -282,5 +282,33 @@ async fn executions_run_on_postgres_with_rabbitmq() -> anyhow::Result<()> {
             ("GROUNDWORK_QUEUE_PREFIX", prefix.as_str()),
         ],
     )
-    .await
+    .await;
+    delete_queues(&amqp, &prefix).await;
+    outcome
+}
+
+/// Deletes the queues the server declared under `prefix` (each queue, its dead-letter queue
+/// and its delay queues), best effort, so that runs do not pile queues up on the broker.
+async fn delete_queues(url: &str, prefix: &str) {
+    let Ok(connection) =
+        lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await
+    else {
+        return;
+    };
+    for queue in ["workflow.execute", "notification.send", "audit.log"] {
+        let mut names = vec![format!("{prefix}{queue}"), format!("{prefix}{queue}.dead")];
+        names.extend((0..8).map(|tier| format!("{prefix}{queue}.retry.{tier}")));
+        for name in names {
+            // A missing queue closes the channel: one channel per deletion.
+            if let Ok(channel) = connection.create_channel().await {
+                let _ = channel
+                    .queue_delete(
+                        name.as_str().into(),
+                        lapin::options::QueueDeleteOptions::default(),
+                    )
+                    .await;
+            }
+        }
+    }
+    let _ = connection.close(200, "done".into()).await;
 }
