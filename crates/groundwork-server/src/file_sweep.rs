@@ -1,5 +1,6 @@
-//! Removing what crashes leave in the file store: the staging files of uploads cut short,
-//! and objects that no file row references (an upload that stored its object but died
+//! Removing what crashes leave in the file store: the partial uploads of uploads cut short
+//! (staging files on the local disk, unfinished multipart uploads on S3), and objects that
+//! no file row references (an upload that stored its object but died
 //! before recording it, a delete that removed the row but not the object).
 //!
 //! The second kind is found through the keys the database records as possibly unreferenced
@@ -17,13 +18,10 @@ use tokio_util::sync::CancellationToken;
 /// How often the sweep runs (and once at start).
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// How long an upload's staging file may go unwritten before it counts as abandoned (a
-/// running upload writes its own every few seconds at worst).
-pub const STAGING_AGE: Duration = Duration::from_secs(3600);
-
-/// How long an upload may run before its reservation is claimed and its object removed:
-/// a day, far beyond any upload that is still alive (100 MiB at 10 kB/s takes 3 hours).
-/// An upload that outlasts it is answered 409 and leaves nothing behind.
+/// How long an upload may run before it counts as abandoned: its partial upload is removed
+/// and its reservation claimed (its object removed). A day, far beyond any upload that is
+/// still alive (100 MiB at 10 kB/s takes 3 hours). An upload that outlasts it is answered
+/// 409 (or fails, on S3) and leaves nothing behind.
 pub const ABANDONED_UPLOAD_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// Keys claimed per database round trip.
@@ -32,7 +30,8 @@ const BATCH: u32 = 100;
 /// What one sweep removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SweepReport {
-    /// Staging files of partial uploads (local disk only).
+    /// Partial uploads removed: staging files on the local disk, unfinished multipart
+    /// uploads on S3.
     pub staging_files: u64,
     /// Objects of uploads abandoned before their file was recorded.
     pub abandoned_uploads: u64,
@@ -53,7 +52,7 @@ pub enum SweepError {
     Store(#[from] StorageError),
 }
 
-/// Runs one sweep: removes stale staging files, then the objects of keys recorded as
+/// Runs one sweep: removes partial uploads older than `staging_age`, then the objects of keys recorded as
 /// possibly unreferenced — reservations older than `abandoned_after` and the keys of deleted
 /// files — and forgets each key once its object is gone.
 ///
@@ -119,7 +118,7 @@ pub fn spawn(db: Database, store: Arc<dyn FileStore>, stop: CancellationToken) -
             }
             let outcome = tokio::select! {
                 () = stop.cancelled() => return,
-                outcome = sweep(&db, store.as_ref(), STAGING_AGE, ABANDONED_UPLOAD_AGE) => outcome,
+                outcome = sweep(&db, store.as_ref(), ABANDONED_UPLOAD_AGE, ABANDONED_UPLOAD_AGE) => outcome,
             };
             match outcome {
                 Ok(report) if report == SweepReport::default() => {}

@@ -250,6 +250,13 @@ impl S3Settings {
         if let Some(token) = &self.session_token {
             builder = builder.with_token(token);
         }
+        // Bounded retries: a store that does not answer fails a request within about one
+        // request timeout (30 s), not after object_store's default 10 retries over 3 minutes.
+        builder = builder.with_retry(object_store::RetryConfig {
+            max_retries: 3,
+            retry_timeout: std::time::Duration::from_secs(15),
+            ..object_store::RetryConfig::default()
+        });
         ensure_crypto_provider();
         let store = builder.build().map_err(|err| {
             StorageError::Config(format!(
@@ -275,7 +282,8 @@ impl S3Settings {
             .to_owned(),
         );
         description.push_str(&format!(" ({})", details.join(", ")));
-        Ok(ObjectFileStore::new(Arc::new(store), description))
+        let store = Arc::new(store);
+        Ok(ObjectFileStore::tracked(store.clone(), store, description))
     }
 }
 

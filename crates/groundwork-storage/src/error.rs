@@ -61,6 +61,18 @@ impl StorageError {
             other => Self::Unavailable(groundwork_core::error_chain(&other)),
         }
     }
+
+    /// An error of the store while writing `key`: there, "not found" means the bucket (or
+    /// the directory) is missing, so the store is unusable, not the object absent.
+    pub(crate) fn from_store_write(err: object_store::Error, key: &str) -> Self {
+        match err {
+            object_store::Error::NotFound { source, .. } => Self::Unavailable(format!(
+                "the store has no place to write {key} (a missing bucket or directory?): {}",
+                groundwork_core::error_chain(source.as_ref())
+            )),
+            other => Self::from_store(other, key),
+        }
+    }
 }
 
 #[cfg(test)]

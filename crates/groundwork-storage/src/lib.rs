@@ -57,6 +57,7 @@ mod http;
 mod local;
 mod name;
 mod store;
+mod tracked;
 
 use futures_util::future::BoxFuture;
 
@@ -188,9 +189,10 @@ pub trait FileStore: Send + Sync + std::fmt::Debug {
     fn delete(&self, key: &str) -> BoxFuture<'_, Result<(), StorageError>>;
 
     /// Removes what uploads cut short by a crash left behind, if the store can have such
-    /// leftovers: on the local disk, staging files not written for `older_than` (keep it well
-    /// above the time an upload may stall). S3 drops incomplete multipart uploads by a bucket
-    /// lifecycle rule instead; the default does nothing. Returns how many were removed.
+    /// leftovers: on the local disk, staging files not written for `older_than`; on S3, the
+    /// unfinished multipart uploads (and their parts) started more than `older_than` ago,
+    /// found through the markers each upload keeps while it runs. Keep `older_than` well
+    /// above the longest upload. The default does nothing. Returns how many were removed.
     ///
     /// # Errors
     ///

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
+use object_store::multipart::MultipartStore;
 use object_store::path::Path;
 use object_store::{
     GetOptions, GetRange, GetResult, GetResultPayload, MultipartUpload, ObjectStore,
@@ -17,6 +18,7 @@ use tokio::task::JoinSet;
 
 use crate::local::LocalUpload;
 use crate::name::is_valid_key;
+use crate::tracked::TrackedUpload;
 use crate::{ByteRange, ByteStream, Download, FileStore, StorageError, StoredObject};
 
 /// How an upload is cut into parts and how many are written at once.
@@ -59,6 +61,9 @@ pub struct ObjectFileStore {
     /// For a local-disk store, its directory: uploads then go through [`LocalUpload`]
     /// (durable, written back while they arrive) instead of the store's own multipart upload.
     local_root: Option<Arc<std::path::Path>>,
+    /// For an object store with a multipart API (S3): uploads then go through
+    /// [`TrackedUpload`], which a sweep can abort after a crash.
+    multipart: Option<Arc<dyn MultipartStore>>,
 }
 
 impl fmt::Debug for ObjectFileStore {
@@ -78,6 +83,20 @@ impl ObjectFileStore {
             store,
             description: description.into().into(),
             local_root: None,
+            multipart: None,
+        }
+    }
+
+    /// An object store with a multipart API (S3): uploads are [`TrackedUpload`]s, and
+    /// [`FileStore::remove_partial_uploads`] aborts those a crash left unfinished.
+    pub(crate) fn tracked(
+        store: Arc<dyn ObjectStore>,
+        multipart: Arc<dyn MultipartStore>,
+        description: impl Into<String>,
+    ) -> Self {
+        Self {
+            multipart: Some(multipart),
+            ..Self::new(store, description)
         }
     }
 
@@ -101,13 +120,20 @@ impl ObjectFileStore {
         limit: u64,
     ) -> Result<StoredObject, StorageError> {
         let path = key_path(key)?;
-        let (upload, layout) = match &self.local_root {
-            Some(root) => LocalUpload::create(root, key)
+        let (upload, layout) = match (&self.local_root, &self.multipart) {
+            (Some(root), _) => LocalUpload::create(root, key)
                 .await
                 .map(|upload| (Box::new(upload) as Box<dyn MultipartUpload>, LOCAL_PARTS)),
-            None => (self.store.put_multipart(&path).await).map(|upload| (upload, STORE_PARTS)),
+            (None, Some(multipart)) => {
+                TrackedUpload::create(Arc::clone(multipart), Arc::clone(&self.store), key)
+                    .await
+                    .map(|upload| (Box::new(upload) as Box<dyn MultipartUpload>, STORE_PARTS))
+            }
+            (None, None) => {
+                (self.store.put_multipart(&path).await).map(|upload| (upload, STORE_PARTS))
+            }
         }
-        .map_err(|err| StorageError::from_store(err, key))?;
+        .map_err(|err| StorageError::from_store_write(err, key))?;
         let mut writer = PartWriter::new(upload, layout, key);
         let mut size: u64 = 0;
 
@@ -209,6 +235,20 @@ impl FileStore for ObjectFileStore {
         &self,
         older_than: std::time::Duration,
     ) -> BoxFuture<'_, Result<u64, StorageError>> {
+        if let Some(multipart) = self.multipart.clone() {
+            let store = Arc::clone(&self.store);
+            return async move {
+                crate::tracked::abort_abandoned(multipart.as_ref(), store.as_ref(), older_than)
+                    .await
+                    .map_err(|err| {
+                        StorageError::Unavailable(format!(
+                            "listing unfinished uploads: {}",
+                            groundwork_core::error_chain(&err)
+                        ))
+                    })
+            }
+            .boxed();
+        }
         let Some(root) = self.local_root.clone() else {
             return Box::pin(std::future::ready(Ok(0)));
         };

@@ -66,6 +66,19 @@ async fn s3_passes_for_a_bucket_that_exists_only() -> anyhow::Result<()> {
         matches!(missing.check().await, Err(StorageError::Unavailable(_))),
         "a missing bucket passed"
     );
+    // Writing there: the store is unusable (503), not "the file's content is missing".
+    let body: groundwork_storage::ByteStream = Box::pin(futures_util::stream::iter([Ok(
+        bytes::Bytes::from_static(b"x"),
+    )]));
+    match missing
+        .put(&groundwork_storage::new_key(), body, 1024)
+        .await
+    {
+        Err(StorageError::Unavailable(message)) => {
+            assert!(message.contains("missing bucket"), "{message}");
+        }
+        other => anyhow::bail!("upload to a missing bucket: {other:?}"),
+    }
 
     // Nothing listens on the discard port: refused (object_store retries, hence the bound).
     let refused = groundwork_storage::open(&url(&bucket, "http://127.0.0.1:9"))?;

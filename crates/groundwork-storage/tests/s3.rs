@@ -106,3 +106,88 @@ async fn s3_round_trip_ranges_limit_and_delete() -> anyhow::Result<()> {
     assert!(keys(&endpoint, &bucket).await?.is_empty());
     Ok(())
 }
+
+/// The multipart uploads in progress in `bucket` (a ListMultipartUploads, read crudely).
+async fn unfinished_uploads(endpoint: &str, bucket: &str) -> anyhow::Result<usize> {
+    let xml = reqwest::Client::new()
+        .get(format!("{endpoint}/{bucket}?uploads"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    Ok(xml.matches("<UploadId>").count())
+}
+
+/// An upload cut short by a crash (its future forgotten mid-stream: nothing aborts it)
+/// leaves an unfinished multipart upload and its marker; the sweep leaves it while it is
+/// young, then aborts it and removes the marker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_a_crashed_upload_is_aborted_by_the_sweep() -> anyhow::Result<()> {
+    let Some((store, endpoint, bucket)) = store("s3_crashed_upload").await? else {
+        return Ok(());
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, StorageError>>(4);
+    let body: groundwork_storage::ByteStream =
+        Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }));
+    let key = groundwork_storage::new_key();
+    let mut put = store.put(&key, body, 1024 * 1024 * 1024);
+    let feeder = tokio::spawn({
+        let tx = tx.clone();
+        async move {
+            // Two full 8 MiB parts and the start of a third; the body never ends.
+            for chunk in 0..20_u8 {
+                if tx
+                    .send(Ok(bytes::Bytes::from(vec![chunk; 1024 * 1024])))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    });
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while unfinished_uploads(&endpoint, &bucket).await? == 0 || !feeder.is_finished() {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the upload never started"
+        );
+        // Drive the upload a little.
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(50), &mut put).await;
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(500), &mut put).await;
+    // The crash: nothing runs the upload's clean-up.
+    std::mem::forget(put);
+    assert_eq!(unfinished_uploads(&endpoint, &bucket).await?, 1);
+    assert!(
+        keys(&endpoint, &bucket)
+            .await?
+            .iter()
+            .any(|k| k.starts_with(".groundwork-uploads/")),
+        "a marker names the upload"
+    );
+
+    // Young: it may still be running.
+    assert_eq!(
+        store
+            .remove_partial_uploads(std::time::Duration::from_secs(3600))
+            .await?,
+        0
+    );
+    assert_eq!(unfinished_uploads(&endpoint, &bucket).await?, 1);
+    // S3 times have whole seconds.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        store
+            .remove_partial_uploads(std::time::Duration::ZERO)
+            .await?,
+        1
+    );
+    assert_eq!(unfinished_uploads(&endpoint, &bucket).await?, 0, "aborted");
+    assert!(keys(&endpoint, &bucket).await?.is_empty(), "marker removed");
+    assert_missing(store.as_ref(), &key).await;
+    drop(tx);
+    Ok(())
+}

@@ -17,9 +17,11 @@ use crate::error::error_chain;
 /// How long readiness waits for a dependency before calling it unavailable.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How long readiness waits for the file store (an object store's client retries for
-/// longer; a probe should not).
-const STORAGE_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long readiness waits for the file store: an object store's client retries for
+/// longer, and a probe must answer well within the usual 1 s probe timeout (Kubernetes'
+/// default) even while the store is away, since the store alone never makes the instance
+/// unready. A healthy store lists an empty prefix in milliseconds.
+const STORAGE_CHECK_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// The body of `GET /health`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
