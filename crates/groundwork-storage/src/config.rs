@@ -228,6 +228,22 @@ impl S3Settings {
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(&self.bucket)
             .with_virtual_hosted_style_request(!self.path_style);
+        // Bounded retries: a store that stops answering fails a request after about 30 s
+        // without a byte (the read timeout), not after object_store's default 10 retries over
+        // 3 minutes. The overall timeout is 5 minutes rather than object_store's 30 s, which
+        // counts the whole response body and so would cut any download longer than that.
+        // Key by key, so that the client options read from the environment (proxy, ...)
+        // are kept.
+        let client = |key| object_store::aws::AmazonS3ConfigKey::Client(key);
+        builder = builder
+            .with_retry(object_store::RetryConfig {
+                max_retries: 3,
+                retry_timeout: std::time::Duration::from_secs(15),
+                ..object_store::RetryConfig::default()
+            })
+            .with_config(client(object_store::ClientConfigKey::ConnectTimeout), "5s")
+            .with_config(client(object_store::ClientConfigKey::ReadTimeout), "30s")
+            .with_config(client(object_store::ClientConfigKey::Timeout), "300s");
         if let Some(endpoint) = &self.endpoint {
             let lower = endpoint.to_ascii_lowercase();
             let http = lower.starts_with("http://");
@@ -250,13 +266,6 @@ impl S3Settings {
         if let Some(token) = &self.session_token {
             builder = builder.with_token(token);
         }
-        // Bounded retries: a store that does not answer fails a request within about one
-        // request timeout (30 s), not after object_store's default 10 retries over 3 minutes.
-        builder = builder.with_retry(object_store::RetryConfig {
-            max_retries: 3,
-            retry_timeout: std::time::Duration::from_secs(15),
-            ..object_store::RetryConfig::default()
-        });
         ensure_crypto_provider();
         let store = builder.build().map_err(|err| {
             StorageError::Config(format!(
