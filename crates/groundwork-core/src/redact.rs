@@ -76,6 +76,8 @@ pub fn redact_url(url: &str) -> String {
 fn redact_pair(pair: &str) -> String {
     match pair.split_once('=') {
         Some((name, _value)) if is_secret_name(name) => format!("{name}=***"),
+        // A URL inside a parameter (an S3 `endpoint=http://key:secret@host`) has its own.
+        Some((name, value)) if value.contains("://") => format!("{name}={}", redact_url(value)),
         _ => pair.to_owned(),
     }
 }
@@ -115,6 +117,10 @@ mod tests {
                 "s3://bucket?session_token=***",
             ),
             ("s3://bucket?flag&region=eu", "s3://bucket?flag&region=eu"),
+            (
+                "s3://b?endpoint=http://AK:SK@minio:9000&region=eu",
+                "s3://b?endpoint=http://AK:***@minio:9000&region=eu",
+            ),
             ("memory://", "memory://"),
             (
                 "file://./groundwork-data/files",

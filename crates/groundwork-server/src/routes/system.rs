@@ -71,7 +71,8 @@ impl Check {
         Self {
             status,
             backend: None,
-            latency_ms: latency.as_secs_f64() * 1000.0,
+            // Whole microseconds: no binary-fraction noise (0.022022999999999997).
+            latency_ms: latency.as_micros() as f64 / 1000.0,
             refreshed_ms_ago: None,
             entries: None,
             error: None,
@@ -163,7 +164,9 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
             (false, false, true) => "degraded",
         };
         let mut check = Check::new(status, started.elapsed());
-        check.refreshed_ms_ago = stats.last_refresh_age.map(|age| age.as_secs_f64() * 1000.0);
+        check.refreshed_ms_ago = stats
+            .last_refresh_age
+            .map(|age| age.as_micros() as f64 / 1000.0);
         check.entries = Some(stats.entries);
         checks.insert(format!("cache:{}", cache.name()), check);
     }
