@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
+use axum::http::HeaderValue;
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -87,21 +88,16 @@ pub async fn authenticate(
     if is_public(req.uri().path()) {
         return next.run(req).await;
     }
-    let token = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().split_once(' '))
-        // The scheme name is case-insensitive (RFC 9110 §11.1).
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    let Some(token) = token else {
-        return challenge(
-            "missing `Authorization: Bearer <API key>` header",
-            r#"Bearer realm="groundwork""#,
-        );
+    let token = match bearer_token(req.headers().get(AUTHORIZATION)) {
+        Ok(token) => token,
+        Err(message) => return challenge(message, r#"Bearer realm="groundwork""#),
     };
-    match keys.identify(token) {
+    // Secrets are ASCII in practice; any other token is simply not one of them.
+    let name = std::str::from_utf8(token)
+        .ok()
+        .filter(|token| token.is_ascii())
+        .and_then(|token| keys.identify(token));
+    match name {
         Some(name) => {
             req.extensions_mut().insert(Actor(name));
             next.run(req).await
@@ -113,13 +109,39 @@ pub async fn authenticate(
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header, or why there is none: the
+/// header is missing, or uses another scheme (`Basic ...`, a bare secret), or names no
+/// token. The token's bytes are checked by the caller.
+fn bearer_token(header: Option<&HeaderValue>) -> Result<&[u8], &'static str> {
+    let Some(header) = header else {
+        return Err("missing `Authorization: Bearer <API key>` header");
+    };
+    let credentials = header.as_bytes().trim_ascii();
+    let (scheme, token) = credentials
+        .iter()
+        .position(|&b| b == b' ' || b == b'\t')
+        .map_or((credentials, &b""[..]), |at| {
+            (&credentials[..at], credentials[at..].trim_ascii())
+        });
+    // The scheme name is case-insensitive (RFC 9110 §11.1).
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return Err(
+            "the Authorization header must use the Bearer scheme: `Authorization: Bearer <API key>`",
+        );
+    }
+    if token.is_empty() {
+        return Err("the Authorization header has no API key after `Bearer`");
+    }
+    Ok(token)
+}
+
 /// A 401 with the challenge RFC 9110 §11.6.1 requires (`WWW-Authenticate`, in the form of
 /// RFC 6750 §3 for bearer tokens).
 fn challenge(message: &str, www_authenticate: &'static str) -> Response {
     let mut response = ApiError::unauthorized(message).into_response();
     response.headers_mut().insert(
         axum::http::header::WWW_AUTHENTICATE,
-        axum::http::HeaderValue::from_static(www_authenticate),
+        HeaderValue::from_static(www_authenticate),
     );
     response
 }
@@ -146,5 +168,42 @@ mod tests {
         assert_eq!(keys.identify("s3"), None);
         assert_eq!(keys.identify(""), None);
         assert!(!ApiKeys::new(&[]).enabled());
+    }
+
+    #[test]
+    fn bearer_tokens_are_told_from_other_credentials() {
+        let token = |value: &'static str| {
+            bearer_token(Some(&HeaderValue::from_static(value))).map(<[u8]>::to_vec)
+        };
+        for (value, expected) in [
+            ("Bearer s3cret", "s3cret"),
+            ("bearer s3cret", "s3cret"),
+            ("  BEARER \t s3cret  ", "s3cret"),
+            ("Bearer\ts3cret", "s3cret"),
+            ("Bearer s3cret and more", "s3cret and more"),
+        ] {
+            assert_eq!(token(value), Ok(expected.as_bytes().to_vec()), "{value:?}");
+        }
+        let wrong_scheme = "the Authorization header must use the Bearer scheme: `Authorization: Bearer <API key>`";
+        for value in [
+            "Basic Y2k6czNjcmV0",
+            "s3cret",
+            "Bearers3cret",
+            "Token s3cret",
+            "",
+        ] {
+            assert_eq!(token(value), Err(wrong_scheme), "{value:?}");
+        }
+        for value in ["Bearer", "Bearer ", " bearer \t "] {
+            assert_eq!(
+                token(value),
+                Err("the Authorization header has no API key after `Bearer`"),
+                "{value:?}"
+            );
+        }
+        assert_eq!(
+            bearer_token(None),
+            Err("missing `Authorization: Bearer <API key>` header")
+        );
     }
 }

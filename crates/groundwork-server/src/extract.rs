@@ -1,17 +1,23 @@
 //! Request extractors whose rejections use the contract's error shape: malformed JSON is
-//! 400, well-formed JSON of the wrong shape (types, missing or unknown fields, unknown enum
-//! values) is 422, an oversize body is 413, a bad path or query parameter is 400.
+//! 400, well-formed JSON of the wrong shape (not an object; types, missing or unknown fields,
+//! unknown enum values) is 422, an oversize body is 413, a bad path or query parameter is
+//! 400.
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-/// A JSON request body (`Content-Type: application/json` required).
+/// A JSON object request body (`Content-Type: application/json` required).
+///
+/// Every request body of the API is an object: any other JSON value is refused (422) before
+/// `T` sees it, since serde's derived struct deserializers would otherwise take an array
+/// and fill the fields by position.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
 
@@ -23,14 +29,19 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        // Checked before the body is read, as `axum::Json` does.
+        if !json_content_type(req.headers()) {
+            return Err(missing_json_content_type());
         }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(bytes_rejection)?;
+        object_from_bytes(&bytes).map(Self)
     }
 }
 
-/// A JSON body that may be left out entirely: an empty body means `T::default()`.
+/// A JSON object body that may be left out entirely: an empty body means `T::default()`.
+/// Like [`ApiJson`], any JSON value but an object is refused (422).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OptionalJson<T>(pub T);
 
@@ -48,11 +59,60 @@ where
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(T::default()));
         }
-        match axum::Json::<T>::from_bytes(&bytes) {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
-        }
+        object_from_bytes(&bytes).map(Self)
     }
+}
+
+/// Whether `headers` announce a JSON body: `application/json` or `application/<x>+json`,
+/// parameters allowed (`; charset=utf-8`): the test `axum::Json` applies, except that the
+/// parameters are not checked for syntax.
+fn json_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split_once(';').map_or(value, |(essence, _)| essence);
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json")
+            || subtype.rsplit_once('+').is_some_and(|(name, suffix)| {
+                !name.is_empty() && suffix.eq_ignore_ascii_case("json")
+            }))
+}
+
+fn missing_json_content_type() -> ApiError {
+    ApiError::bad_request("expected a JSON body with `Content-Type: application/json`")
+}
+
+/// `T` from a body that must hold a JSON object. A body that starts with anything but `{`
+/// is parsed as a JSON value only to tell malformed JSON (400) from a value of the wrong
+/// type (422), so a valid object pays nothing more than the peek.
+fn object_from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let first = bytes
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    // An empty body goes on to `T`'s parse, which calls it malformed (400).
+    if first.is_some_and(|&b| b != b'{') {
+        return Err(match axum::Json::<serde_json::Value>::from_bytes(bytes) {
+            Ok(axum::Json(value)) => not_an_object(&value),
+            Err(rejection) => json_rejection(rejection),
+        });
+    }
+    match axum::Json::<T>::from_bytes(bytes) {
+        Ok(axum::Json(value)) => Ok(value),
+        Err(rejection) => Err(json_rejection(rejection)),
+    }
+}
+
+fn not_an_object(value: &serde_json::Value) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        format!(
+            "invalid request body: expected a JSON object, got {}",
+            groundwork_core::json_type(value)
+        ),
+    )
 }
 
 /// Path parameters.
@@ -212,9 +272,7 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
                 .unwrap_or(&text);
             ApiError::bad_request(format!("malformed JSON: {detail}"))
         }
-        JsonRejection::MissingJsonContentType(_) => {
-            ApiError::bad_request("expected a JSON body with `Content-Type: application/json`")
-        }
+        JsonRejection::MissingJsonContentType(_) => missing_json_content_type(),
         JsonRejection::BytesRejection(e) => bytes_rejection(e),
         other => ApiError::bad_request(other.body_text()),
     }
@@ -252,6 +310,88 @@ mod tests {
             "invalid type: string, expected a JSON object"
         );
         assert_eq!(plain_serde("missing field `name`"), "missing field `name`");
+    }
+
+    #[derive(Debug, Default, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        name: String,
+        size: Option<i64>,
+    }
+
+    /// The status of a refused body, and the error's `Debug`, which holds its message.
+    fn refusal(bytes: &str) -> (StatusCode, String) {
+        match object_from_bytes::<Body>(bytes.as_bytes()) {
+            Ok(body) => panic!("{bytes:?} was accepted as {body:?}"),
+            Err(err) => (err.status(), format!("{err:?}")),
+        }
+    }
+
+    #[test]
+    fn only_an_object_is_a_body() {
+        let body = object_from_bytes::<Body>(br#" {"name": "a", "size": 2}"#).ok();
+        assert_eq!(
+            body.map(|b| (b.name, b.size)),
+            Some(("a".to_owned(), Some(2)))
+        );
+        for (bytes, kind) in [
+            (r#"["a", 2]"#, "an array"),
+            ("\n\t [ ]", "an array"),
+            (r#""a""#, "a string"),
+            ("-1.5", "a number"),
+            ("7", "a number"),
+            ("true", "a boolean"),
+            ("null", "null"),
+        ] {
+            let (status, error) = refusal(bytes);
+            assert_eq!(
+                status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{bytes:?}: {error}"
+            );
+            let message = format!("\"invalid request body: expected a JSON object, got {kind}\"");
+            assert!(error.contains(&message), "{bytes:?}: {error}");
+        }
+        // Malformed JSON stays malformed, whatever its first byte.
+        for bytes in [
+            "", "  ", "[bad", r#"["a","#, "tru", "nul", "abc", "{bad", "[] []",
+        ] {
+            let (status, error) = refusal(bytes);
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bytes:?}: {error}");
+            assert!(error.contains("\"malformed JSON: "), "{bytes:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn json_content_types_are_axums() {
+        let headers = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(CONTENT_TYPE, axum::http::HeaderValue::from_static(value));
+            headers
+        };
+        for value in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "application/json;charset=utf-8",
+            "Application/JSON",
+            "application/cloudevents+json",
+            "application/merge-patch+json; charset=utf-8",
+        ] {
+            assert!(json_content_type(&headers(value)), "{value}");
+        }
+        for value in [
+            "text/json",
+            "text/plain",
+            "application/jsonx",
+            "application/json+xml",
+            "application/+json",
+            "application",
+            "json",
+            "",
+        ] {
+            assert!(!json_content_type(&headers(value)), "{value}");
+        }
+        assert!(!json_content_type(&HeaderMap::new()));
     }
 
     #[test]

@@ -471,6 +471,125 @@ async fn invalid_bodies_are_422() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Asserts that `resp` is the 422 refusing a body that is `kind` instead of an object.
+#[track_caller]
+fn assert_not_an_object(resp: &common::Resp, kind: &str) {
+    assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "unprocessable");
+    assert_eq!(
+        error_message(&resp.2),
+        format!("invalid request body: expected a JSON object, got {kind}")
+    );
+}
+
+/// Bodies that are JSON but not an object, and the name of their type. serde's derived
+/// deserializers would take the first ones for a struct, fields filled by position.
+const NOT_OBJECTS: [(&str, &str); 7] = [
+    (r#"["seqagent", "x"]"#, "an array"),
+    (r#" ["seqagent", "x", null, null, "active"]"#, "an array"),
+    ("[]", "an array"),
+    (r#""seqagent""#, "a string"),
+    ("42", "a number"),
+    ("true", "a boolean"),
+    ("null", "null"),
+];
+
+#[tokio::test]
+async fn a_body_that_is_not_an_object_is_422_and_changes_nothing() -> anyhow::Result<()> {
+    let app = test_app().await?;
+    let json_type = [("content-type", "application/json")];
+    for (body, kind) in NOT_OBJECTS {
+        let resp = app
+            .raw(Method::POST, "/api/v1/agents", &json_type, body)
+            .await?;
+        assert_not_an_object(&resp, kind);
+    }
+    let (_, _, listing) = app.get("/api/v1/agents").await?;
+    assert_eq!(total(&listing)?, 0, "no agent was created: {listing}");
+
+    let id = app.agent("kept").await?;
+    let path = format!("/api/v1/agents/{id}");
+    let (_, _, before) = app.get(&path).await?;
+    for (body, kind) in NOT_OBJECTS.iter().chain(&[(r#"["renamed"]"#, "an array")]) {
+        let resp = app.raw(Method::PATCH, &path, &json_type, *body).await?;
+        assert_not_an_object(&resp, kind);
+    }
+    let (_, _, after) = app.get(&path).await?;
+    assert_eq!(after, before, "no patch was applied");
+
+    // Malformed JSON is still 400, whatever its first character; an empty object is fine.
+    for body in ["[bad", r#"["seqagent", "#, "tru", ""] {
+        let resp = app
+            .raw(Method::POST, "/api/v1/agents", &json_type, body)
+            .await?;
+        assert_error(&resp, StatusCode::BAD_REQUEST, "bad_request");
+        assert!(
+            error_message(&resp.2).starts_with("malformed JSON: "),
+            "{body:?}: {}",
+            resp.2
+        );
+    }
+    // The content type is still required, checked first.
+    let resp = app
+        .raw(Method::POST, "/api/v1/agents", &[], r#"["seqagent", "x"]"#)
+        .await?;
+    assert_error(&resp, StatusCode::BAD_REQUEST, "bad_request");
+    assert_eq!(
+        error_message(&resp.2),
+        "expected a JSON body with `Content-Type: application/json`"
+    );
+    let (status, _, body) = app
+        .raw(
+            Method::POST,
+            "/api/v1/agents",
+            &[(
+                "content-type",
+                "application/vnd.groundwork+json; charset=utf-8",
+            )],
+            r#"{"name": "suffixed", "type": "x"}"#,
+        )
+        .await?;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, _, body) = app.raw(Method::PATCH, &path, &json_type, "{}").await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn other_routes_refuse_a_body_that_is_not_an_object() -> anyhow::Result<()> {
+    let app = test_app().await?;
+    let json_type = [("content-type", "application/json")];
+    // `ApiJson`: POST /tools.
+    for (body, kind) in [
+        (r#"["seqtool", "http"]"#, "an array"),
+        ("\"t\"", "a string"),
+    ] {
+        let resp = app
+            .raw(Method::POST, "/api/v1/tools", &json_type, body)
+            .await?;
+        assert_not_an_object(&resp, kind);
+    }
+    let (_, _, listing) = app.get("/api/v1/tools").await?;
+    assert_eq!(total(&listing)?, 0, "no tool was created: {listing}");
+
+    // `OptionalJson`: attaching a tool, whose body may be left out.
+    let agent = app.agent("holder").await?;
+    let tool = app.tool("hammer", json!({})).await?;
+    let attach = format!("/api/v1/agents/{agent}/tools/{tool}");
+    for (body, kind) in [(r#"[{"x": 1}]"#, "an array"), ("1", "a number")] {
+        let resp = app.raw(Method::PUT, &attach, &json_type, body).await?;
+        assert_not_an_object(&resp, kind);
+    }
+    let (_, _, tools) = app.get(&format!("/api/v1/agents/{agent}/tools")).await?;
+    assert_eq!(items(&tools)?, Vec::<Value>::new(), "nothing was attached");
+    let (status, _, body) = app.raw(Method::PUT, &attach, &[], "").await?;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "an empty body still attaches: {body}"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn malformed_requests_are_400() -> anyhow::Result<()> {
     let app = test_app().await?;

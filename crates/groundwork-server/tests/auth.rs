@@ -6,8 +6,8 @@ mod common;
 
 use axum::http::{Method, StatusCode};
 use common::{
-    DEFAULT_BODY_LIMIT, TestApp, assert_error, bare_request, json_request, key, test_app,
-    test_app_with, with_bearer,
+    DEFAULT_BODY_LIMIT, TestApp, assert_error, bare_request, error_message, json_request, key,
+    test_app, test_app_with, with_bearer,
 };
 use serde_json::json;
 
@@ -98,6 +98,45 @@ async fn wrong_credentials_are_401() -> anyhow::Result<()> {
         )?)
         .await?;
     assert_error(&resp, StatusCode::UNAUTHORIZED, "unauthorized");
+    Ok(())
+}
+
+#[tokio::test]
+async fn each_refusal_says_what_is_wrong_with_the_header() -> anyhow::Result<()> {
+    let app = keyed().await?;
+    let missing = "missing `Authorization: Bearer <API key>` header";
+    let wrong_scheme =
+        "the Authorization header must use the Bearer scheme: `Authorization: Bearer <API key>`";
+    let no_key = "the Authorization header has no API key after `Bearer`";
+    let invalid = "invalid API key";
+    let cases = [
+        (None, missing),
+        (Some(("x-api-key", "s3cret")), missing),
+        (Some(("authorization", "Basic Y2k6czNjcmV0")), wrong_scheme),
+        (Some(("authorization", "s3cret")), wrong_scheme),
+        (Some(("authorization", "Bearers3cret")), wrong_scheme),
+        (Some(("authorization", "Bearer")), no_key),
+        (Some(("authorization", "Bearer   ")), no_key),
+        (Some(("authorization", "Bearer wrong")), invalid),
+        (Some(("authorization", "bearer ci")), invalid),
+    ];
+    for (header, message) in cases {
+        let headers = Vec::from_iter(header);
+        let resp = app.raw(Method::GET, "/api/v1/agents", &headers, "").await?;
+        assert_error(&resp, StatusCode::UNAUTHORIZED, "unauthorized");
+        assert_eq!(error_message(&resp.2), message, "{header:?}");
+        // The challenge names the error only when a key was presented and is wrong.
+        let challenge = if message == invalid {
+            "Bearer realm=\"groundwork\", error=\"invalid_token\""
+        } else {
+            "Bearer realm=\"groundwork\""
+        };
+        assert_eq!(
+            resp.1.get("www-authenticate").map(|v| v.as_bytes()),
+            Some(challenge.as_bytes()),
+            "{header:?}"
+        );
+    }
     Ok(())
 }
 

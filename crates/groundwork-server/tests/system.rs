@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::collections::BTreeSet;
+
 use axum::http::{Method, StatusCode};
 use common::test_app;
 use serde_json::{Value, json};
@@ -171,6 +173,19 @@ async fn openapi_describes_every_route() -> anyhow::Result<()> {
                 );
             }
         }
+        assert_eq!(
+            path_parameter_mismatches(&doc),
+            Vec::<String>::new(),
+            "{path}: path parameters and route templates disagree"
+        );
+        // The flush's namespace is an optional query parameter.
+        let flush = &paths["/api/v1/llm-cache"]["delete"]["parameters"];
+        assert!(
+            flush.as_array().is_some_and(|params| params
+                .iter()
+                .any(|p| p["name"] == "namespace" && p["in"] == "query" && p["required"] != true)),
+            "DELETE /api/v1/llm-cache parameters: {flush}"
+        );
         assert!(
             doc["components"]["securitySchemes"]["bearer"].is_object(),
             "the bearer scheme is described"
@@ -197,6 +212,75 @@ async fn openapi_describes_every_route() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Where the `"in": "path"` parameters of an OpenAPI document and the `{placeholders}` of
+/// its route templates disagree: a path parameter that names no placeholder of its route
+/// (an optional query parameter declared in the path, say), or a placeholder that no path
+/// parameter describes. Path-item parameters count for every operation of the item; a
+/// `$ref` parameter is looked up in `components/parameters`.
+fn path_parameter_mismatches(doc: &Value) -> Vec<String> {
+    let resolve = |param: &Value| -> Value {
+        param["$ref"]
+            .as_str()
+            .and_then(|r| r.strip_prefix("#/components/parameters/"))
+            .map_or_else(
+                || param.clone(),
+                |name| doc["components"]["parameters"][name].clone(),
+            )
+    };
+    let mut found = Vec::new();
+    for (route, item) in doc["paths"].as_object().into_iter().flatten() {
+        let placeholders: BTreeSet<&str> = route
+            .split('{')
+            .skip(1)
+            .filter_map(|rest| rest.split_once('}').map(|(name, _)| name))
+            .collect();
+        let shared: Vec<Value> = item["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(resolve)
+            .collect();
+        for (method, operation) in item.as_object().into_iter().flatten() {
+            if !operation.is_object() || method == "parameters" {
+                continue;
+            }
+            let params: Vec<Value> = operation["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(resolve)
+                .chain(shared.iter().cloned())
+                .collect();
+            let mut declared = BTreeSet::new();
+            for param in &params {
+                if param["in"] != "path" {
+                    continue;
+                }
+                let name = param["name"].as_str().unwrap_or_default();
+                declared.insert(name.to_owned());
+                if !placeholders.contains(name) {
+                    found.push(format!(
+                        "{method} {route}: path parameter `{name}` is not in the route"
+                    ));
+                }
+                if param["required"] != true {
+                    found.push(format!(
+                        "{method} {route}: path parameter `{name}` is not required"
+                    ));
+                }
+            }
+            for placeholder in &placeholders {
+                if !declared.contains(*placeholder) {
+                    found.push(format!(
+                        "{method} {route}: `{{{placeholder}}}` has no path parameter"
+                    ));
+                }
+            }
+        }
+    }
+    found
 }
 
 /// The sample lines of metric `name` in Prometheus text.

@@ -218,6 +218,7 @@ pub async fn stats(State(state): State<AppState>) -> Json<LlmCacheView> {
 
 /// Which entries to flush.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FlushQuery {
     /// Only this tenant's entries (the API key name, `anonymous` without keys); all when
     /// absent.
