@@ -391,24 +391,16 @@ pub fn spawn_change_log_pruning(
     db: Database,
     stop: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            let keep =
-                chrono::TimeDelta::from_std(CHANGE_LOG_KEEP).unwrap_or(chrono::TimeDelta::MAX);
-            let before = groundwork_db::now()
-                .checked_sub_signed(keep)
-                .unwrap_or(chrono::DateTime::UNIX_EPOCH);
-            match db.changes().prune(before).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(pruned = n, "change log pruned"),
-                Err(err) => tracing::warn!(error = %err, "cannot prune the change log"),
-            }
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(CHANGE_LOG_PRUNE_EVERY) => {}
-            }
-        }
-    })
+    crate::pruning::spawn_pruning(
+        "change log",
+        CHANGE_LOG_KEEP,
+        CHANGE_LOG_PRUNE_EVERY,
+        stop,
+        move |before| {
+            let db = db.clone();
+            async move { db.changes().prune(before).await }
+        },
+    )
 }
 
 /// The agents affected by the changes after `cursor`, the cursor after them and whether

@@ -32,7 +32,7 @@ const BATCH: u32 = 100;
 pub struct SweepReport {
     /// Partial uploads removed: staging files on the local disk, unfinished multipart
     /// uploads on S3.
-    pub staging_files: u64,
+    pub partial_uploads: u64,
     /// Objects of uploads abandoned before their file was recorded.
     pub abandoned_uploads: u64,
     /// Objects of deleted files whose removal had not finished.
@@ -52,9 +52,10 @@ pub enum SweepError {
     Store(#[from] StorageError),
 }
 
-/// Runs one sweep: removes partial uploads older than `staging_age`, then the objects of keys recorded as
-/// possibly unreferenced — reservations older than `abandoned_after` and the keys of deleted
-/// files — and forgets each key once its object is gone.
+/// Runs one sweep of what uploads abandoned for `abandoned_after` and unfinished deletes
+/// left: removes the partial uploads, then the objects of keys recorded as possibly
+/// unreferenced — older reservations and the keys of deleted files — and forgets each key
+/// once its object is gone.
 ///
 /// # Errors
 /// [`SweepError`] when the database or the store's directory cannot be read; what was
@@ -62,11 +63,10 @@ pub enum SweepError {
 pub async fn sweep(
     db: &Database,
     store: &dyn FileStore,
-    staging_age: Duration,
     abandoned_after: Duration,
 ) -> Result<SweepReport, SweepError> {
     let mut report = SweepReport {
-        staging_files: store.remove_partial_uploads(staging_age).await?,
+        partial_uploads: store.remove_partial_uploads(abandoned_after).await?,
         ..SweepReport::default()
     };
     let reserved_before = chrono::TimeDelta::from_std(abandoned_after)
@@ -118,12 +118,12 @@ pub fn spawn(db: Database, store: Arc<dyn FileStore>, stop: CancellationToken) -
             }
             let outcome = tokio::select! {
                 () = stop.cancelled() => return,
-                outcome = sweep(&db, store.as_ref(), ABANDONED_UPLOAD_AGE, ABANDONED_UPLOAD_AGE) => outcome,
+                outcome = sweep(&db, store.as_ref(), ABANDONED_UPLOAD_AGE) => outcome,
             };
             match outcome {
                 Ok(report) if report == SweepReport::default() => {}
                 Ok(report) => tracing::info!(
-                    staging_files = report.staging_files,
+                    partial_uploads = report.partial_uploads,
                     abandoned_uploads = report.abandoned_uploads,
                     deleted_files = report.deleted_files,
                     failures = report.failures,

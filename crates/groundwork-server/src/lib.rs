@@ -39,6 +39,7 @@ pub mod error;
 pub mod extract;
 pub mod file_sweep;
 pub mod messaging;
+pub mod pruning;
 pub mod routes;
 pub mod serve;
 pub mod steps;

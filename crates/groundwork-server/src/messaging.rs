@@ -136,24 +136,16 @@ impl Messaging {
     pub fn spawn_relay(&self, stop: CancellationToken) -> Vec<JoinHandle<()>> {
         let relay = self.relay.clone().spawn(stop.clone());
         let db = self.db.clone();
-        let pruning = {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                loop {
-                    let before = groundwork_db::now()
-                        - chrono::TimeDelta::from_std(INBOX_KEEP).unwrap_or(chrono::TimeDelta::MAX);
-                    match db.inbox().prune(before).await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::info!(pruned = n, "inbox pruned"),
-                        Err(err) => tracing::warn!(error = %err, "cannot prune the inbox"),
-                    }
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        () = tokio::time::sleep(PRUNE_EVERY) => {}
-                    }
-                }
-            })
-        };
+        let pruning = crate::pruning::spawn_pruning(
+            "inbox",
+            INBOX_KEEP,
+            PRUNE_EVERY,
+            stop.clone(),
+            move |before| {
+                let db = db.clone();
+                async move { db.inbox().prune(before).await }
+            },
+        );
         let this = self.clone();
         let figures = tokio::spawn(async move {
             loop {

@@ -9,8 +9,8 @@
 //! storage_bench sha256  --bytes N                                    # SHA-256 alone
 //! ```
 //!
-//! `put` streams SRC through [`FileStore::put`] (8 MiB parts, SHA-256, size limit) into a
-//! local store; `raw-put` streams the same chunks through object_store's own
+//! `put` streams SRC through [`FileStore::put`] (2 MiB parts on the local disk, SHA-256,
+//! size limit) into a local store; `raw-put` streams the same chunks through object_store's own
 //! `WriteMultipart` (8 MiB parts, two in flight) into the same kind of `LocalFileSystem`
 //! (fsync on, as ours), without hashing: the peer that shows what our layer costs. The source
 //! is read in `--chunk` pieces (default 64 KiB, like an HTTP body) by a blocking thread.
