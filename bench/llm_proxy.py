@@ -4,15 +4,23 @@
   wait URL PID                 until URL answers 200 (exits 1 if process PID ends first)
   conns --port P --out F       samples the TCP connections to 127.0.0.1:P every --interval s
                                until SIGTERM/SIGINT, then writes what it saw as JSON
-  ttfb --direct URL --proxied URL --n N --out F
+  load --url URL --template F --tag T --rate R --seconds S --connections C --out F
+                               open-loop POST load at a fixed rate, every request a distinct
+                               body (F with @N@ replaced by T-<n>): real cache misses, which
+                               oha cannot send (one body, or random lines of a file, with
+                               repeats); latency from each request's scheduled start (as
+                               oha --latency-correction); writes oha's JSON figures
+  ttfb --direct URL --proxied URL --tag T --n N --out F
                                time to the first SSE event of N streaming requests on each
-                               path, alternating, one keep-alive connection per path
+                               path, alternating, one keep-alive connection per path; every
+                               request distinct (a real miss through the proxy)
   report --raw DIR --meta F --out TXT --json J
                                builds the summary from the raw files of a run; exit 1 when a
                                goal is missed
 """
 
 import argparse
+import asyncio
 import http.client
 import json
 import os
@@ -50,9 +58,10 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 
 # --- ttfb ----------------------------------------------------------------------------------
-def first_event_ms(conn: http.client.HTTPConnection, path: str, body: bytes, headers: dict) -> float:
-    """Sends one streaming request; milliseconds until the first `data:` line arrives. The
-    rest of the stream is read (and thrown away) so the connection can be reused."""
+def first_event_ms(conn: http.client.HTTPConnection, path: str, body: bytes, headers: dict):
+    """Sends one streaming request; milliseconds until the first `data:` line arrives, and
+    the answer's x-groundwork-cache. The rest of the stream is read (and thrown away) so the
+    connection can be reused."""
     started = time.perf_counter()
     conn.request("POST", path, body=body, headers=headers)
     resp = conn.getresponse()
@@ -66,7 +75,7 @@ def first_event_ms(conn: http.client.HTTPConnection, path: str, body: bytes, hea
         seen += chunk
     elapsed = (time.perf_counter() - started) * 1000
     resp.read()
-    return elapsed
+    return elapsed, resp.getheader("x-groundwork-cache")
 
 
 def pct(values: list, q: float) -> float:
@@ -75,26 +84,162 @@ def pct(values: list, q: float) -> float:
 
 
 def cmd_ttfb(args: argparse.Namespace) -> int:
-    body = json.dumps({"model": "m", "temperature": 0, "stream": True,
-                       "messages": [{"role": "user", "content": "ttfb"}]}).encode()
-    headers = {"content-type": "application/json", "x-groundwork-cache": "bypass"}
+    # Every request distinct (temperature 0, no bypass header): through the proxy each one is
+    # a real streaming MISS, recorded as it passes.
+    def body(name: str, i: int) -> bytes:
+        return json.dumps({"model": "m", "temperature": 0, "stream": True,
+                           "messages": [{"role": "user",
+                                         "content": f"ttfb {args.tag} {name} {i}"}]}).encode()
+    headers = {"content-type": "application/json"}
     paths = {}
     for name, url in (("direct", args.direct), ("proxied", args.proxied)):
         u = urllib.parse.urlsplit(url)
         paths[name] = (http.client.HTTPConnection(u.hostname, u.port, timeout=30), u.path)
     times = {"direct": [], "proxied": []}
+    cache = {"direct": {}, "proxied": {}}
     for i in range(args.warmup + args.n):
         order = ("direct", "proxied") if i % 2 == 0 else ("proxied", "direct")
         for name in order:
             conn, path = paths[name]
-            ms = first_event_ms(conn, path, body, headers)
+            ms, status = first_event_ms(conn, path, body(name, i), headers)
             if i >= args.warmup:
                 times[name].append(ms)
+                cache[name][status or "none"] = cache[name].get(status or "none", 0) + 1
     out = {name: {"n": len(v), "p50_ms": pct(v, 50), "p90_ms": pct(v, 90), "p99_ms": pct(v, 99),
-                  "max_ms": max(v)} for name, v in times.items()}
+                  "max_ms": max(v), "x_groundwork_cache": cache[name]}
+           for name, v in times.items()}
     with open(args.out, "w") as f:
         json.dump(out, f, indent=2)
     return 0
+
+
+# --- load ----------------------------------------------------------------------------------
+async def read_response(reader: asyncio.StreamReader):
+    """Reads one HTTP/1.1 response: (status, lowercase headers, body bytes)."""
+    line = await reader.readline()
+    if not line:
+        raise ConnectionError("connection closed before the answer")
+    status = int(line.split()[1])
+    headers = {}
+    while True:
+        h = await reader.readline()
+        if h in (b"\r\n", b"\n"):
+            break
+        if not h:
+            raise ConnectionError("connection closed in the headers")
+        name, _, value = h.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if "content-length" in headers:
+        body = await reader.readexactly(int(headers["content-length"]))
+    elif headers.get("transfer-encoding", "").lower() == "chunked":
+        parts = []
+        while True:
+            size = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    pass
+                break
+            parts.append((await reader.readexactly(size + 2))[:-2])
+        body = b"".join(parts)
+    else:
+        body = await reader.read()
+        headers["connection"] = "close"
+    return status, headers, body
+
+
+async def open_loop(args: argparse.Namespace) -> dict:
+    loop = asyncio.get_running_loop()
+    template = open(args.template, "rb").read()
+    if b"@N@" not in template:
+        raise SystemExit(f"{args.template} has no @N@ to make each body distinct")
+    u = urllib.parse.urlsplit(args.url)
+    host, port, path = u.hostname, u.port or 80, u.path or "/"
+    extra = "".join(f"{h}\r\n" for h in args.header)
+    head = (f"POST {path} HTTP/1.1\r\nhost: {host}:{port}\r\n"
+            f"content-type: application/json\r\n{extra}content-length: ")
+    queue: asyncio.Queue = asyncio.Queue()
+    latencies, sizes = [], []
+    codes, errors, cache = {}, {}, {}
+
+    def count(d: dict, k) -> None:
+        d[k] = d.get(k, 0) + 1
+
+    async def worker() -> None:
+        reader = writer = None
+        while True:
+            item = await queue.get()
+            if item is None:
+                break
+            n, due = item
+            body = template.replace(b"@N@", f"{args.tag}-{n}".encode())
+            request = f"{head}{len(body)}\r\n\r\n".encode() + body
+            try:
+                if writer is None:
+                    reader, writer = await asyncio.wait_for(
+                        asyncio.open_connection(host, port), args.timeout)
+                writer.write(request)
+                status, headers, answer = await asyncio.wait_for(read_response(reader), args.timeout)
+                latencies.append(loop.time() - due)
+                sizes.append(len(answer))
+                count(codes, str(status))
+                count(cache, headers.get("x-groundwork-cache", "none"))
+                if headers.get("connection", "").lower() == "close":
+                    writer.close()
+                    writer = None
+            except (OSError, asyncio.TimeoutError, ValueError, IndexError,
+                    asyncio.IncompleteReadError) as err:
+                count(errors, f"{type(err).__name__}: {err}"[:120])
+                if writer is not None:
+                    writer.close()
+                writer = None
+        if writer is not None:
+            writer.close()
+
+    workers = [asyncio.create_task(worker()) for _ in range(args.connections)]
+    started = loop.time()
+    end = started + args.seconds
+    n = 0
+    while True:
+        due = started + n / args.rate
+        if due >= end:
+            break
+        wait = due - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        queue.put_nowait((n, due))
+        n += 1
+    for _ in workers:
+        queue.put_nowait(None)
+    # As oha -w: the requests in flight at the deadline are waited for.
+    await asyncio.wait(workers, timeout=args.timeout + 5)
+    elapsed = loop.time() - started
+    lat = sorted(latencies)
+
+    def q(p: float):
+        return lat[min(len(lat) - 1, int(round(p / 100 * (len(lat) - 1))))] if lat else None
+
+    unanswered = n - len(latencies) - sum(errors.values())
+    if unanswered > 0:
+        errors["no answer within the timeout after the deadline"] = unanswered
+    return {  # the fields of oha's --output-format json that the report reads
+        "summary": {"requestsPerSec": len(latencies) / elapsed if elapsed else 0.0,
+                    "slowest": lat[-1] if lat else None,
+                    "average": sum(lat) / len(lat) if lat else None,
+                    "sizePerRequest": sum(sizes) // len(sizes) if sizes else None,
+                    "total": elapsed},
+        "latencyPercentiles": {"p50": q(50), "p90": q(90), "p99": q(99), "p99.9": q(99.9)},
+        "statusCodeDistribution": codes,
+        "errorDistribution": errors,
+        "cacheHeaderDistribution": cache,
+        "sent": n,
+    }
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    doc = asyncio.run(open_loop(args))
+    with open(args.out, "w") as f:
+        json.dump(doc, f, indent=1)
+    return 0 if doc["sent"] > 0 else 1
 
 
 # --- conns ---------------------------------------------------------------------------------
@@ -210,6 +355,8 @@ def oha_figures(path: str) -> dict:
         "non_2xx": responses - ok, "status": codes, "errors": errors,
         "no_response": sum(errors.values()), "cut_at_deadline": cut,
         "bytes_per_response": s.get("sizePerRequest"),
+        # Only from `load` (oha does not read it): the x-groundwork-cache of each answer.
+        "cache_headers": oha.get("cacheHeaderDistribution"),
     }
 
 
@@ -278,9 +425,11 @@ def cmd_report(args: argparse.Namespace) -> int:
                  f"{meta['mock_latency_ms']}, {meta['mock_threads']}")
     lines.append(f"ONE machine, {meta['nproc']} cores shared by the load generator (oha), the proxy, "
                  f"the mock upstream and Redis: a lower bound, noisy; loopback only.")
-    lines.append(f"load: oha -q RATE -z {meta['duration']}s -c {meta['connections']} "
-                 f"--latency-correction -w, keep-alive; {meta['warmup']} s warm-up at the same rate "
+    lines.append(f"load: -q RATE -z {meta['duration']}s -c {meta['connections']}, latency from each "
+                 f"request's scheduled start, keep-alive; {meta['warmup']} s warm-up at the same rate "
                  f"discarded before each window; body {meta['body_bytes']} bytes, temperature 0")
+    lines.append("  misses (1.): llm_proxy.py load, open loop, a distinct body per request, no cache "
+                 "header; hits (2.): oha --latency-correction -w, the same body every time")
     lines.append("")
 
     hc = meta.get("header_check", {})
@@ -292,8 +441,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     lines.append("")
 
     # 1. miss overhead
-    lines.append(f"1. MISS OVERHEAD: mock answers after {meta['mock_latency_ms']} ms; (a) oha -> mock directly, "
-                 f"(b) oha -> groundwork A -> mock with x-groundwork-cache: bypass (every request goes upstream)")
+    lines.append(f"1. MISS OVERHEAD: mock answers after {meta['mock_latency_ms']} ms; (a) load -> mock directly, "
+                 f"(b) load -> groundwork A -> mock; every request a distinct deterministic chat request "
+                 f"(temperature 0, no x-groundwork-cache header): a real MISS, looked up, sent upstream and stored")
     lines.append(f"  {'rate':>6}  {'path':<9} {'achieved':>9} {'p50':>10} {'p90':>10} {'p99':>10} "
                  f"{'p99.9':>10} {'max':>10} {'non-2xx':>8} {'no answer':>9}")
     for rate in meta["rates"]:
@@ -324,6 +474,14 @@ def cmd_report(args: argparse.Namespace) -> int:
                          f"distinct {c['distinct']}, closed in the window {c['closed']}; pool keeps {pool} idle per host")
         errs = a["non_2xx"] + a["no_response"] + b["non_2xx"] + b["no_response"]
         check(errs == 0, f"{rate}/s: 0 errors (non-2xx or no answer), direct and proxied (got {errs})")
+        headers = b.get("cache_headers") or {}
+        lines.append(f"          x-groundwork-cache of the answers in (b): {headers or 'n/a'}")
+        check(b["responses"] > 0 and headers.get("MISS") == b["responses"]
+              and g.get("misses") == b["responses"] and not g.get("hits") and not g.get("bypasses")
+              and g.get("upstream_calls") == b["responses"],
+              f"{rate}/s: every proxied answer a real MISS with its own upstream call "
+              f"(MISS headers {headers.get('MISS')}, gateway misses {g.get('misses')} / hits {g.get('hits')} / "
+              f"bypasses {g.get('bypasses')} / upstream calls {g.get('upstream_calls')}, of {b['responses']})")
         check(add50 <= 0.5, f"{rate}/s: added p50 <= 0.5 ms (got {add50:+.3f} ms)")
         check(add99 <= 2.0, f"{rate}/s: added p99 <= 2 ms (got {add99:+.3f} ms)")
         if c:
@@ -370,15 +528,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     lines.append("")
     t = load(os.path.join(raw, "ttfb.json"))
     lines.append("3. STREAMING MISS, time to the first SSE event (closed loop, one request at a time, "
-                 "direct and proxied alternating, x-groundwork-cache: bypass)")
+                 "direct and proxied alternating, every request distinct: a real MISS through the proxy)")
     if t and "direct" in t and "proxied" in t:
         a, b = t["direct"], t["proxied"]
         for label, x in (("(a) direct", a), ("(b) proxy", b)):
             lines.append(f"  {label:<12} n {x['n']:>5}  p50 {fmt_ms(x['p50_ms']):>10}  p90 {fmt_ms(x['p90_ms']):>10}  "
                          f"p99 {fmt_ms(x['p99_ms']):>10}  max {fmt_ms(x['max_ms']):>10}")
         add50, add99 = b["p50_ms"] - a["p50_ms"], b["p99_ms"] - a["p99_ms"]
+        t["added_p50_ms"], t["added_p99_ms"] = add50, add99
         lines.append(f"  ADDED (b - a): p50 {fmt_ms(add50, True)}, p99 {fmt_ms(add99, True)}")
-        check(add50 <= 1.0, f"streaming: added time to first event p50 <= 1 ms (got {add50:+.3f} ms)")
+        marks = b.get("x_groundwork_cache") or {}
+        lines.append(f"  x-groundwork-cache of the proxied answers: {marks or 'n/a'}")
+        check(add50 <= 1.0, f"streaming: added time to first event p50 <= 1 ms (got {add50:+.3f} ms; "
+                            f"p99 added {add99:+.3f} ms, reported, no goal)")
+        check(marks.get("MISS") == b["n"] and b["n"] > 0,
+              f"streaming: every proxied stream a real MISS ({marks.get('MISS')} of {b['n']})")
     else:
         lines.append("  not measured")
         check(False, "streaming: time to first event measured")
@@ -397,7 +561,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     with open(args.out, "w") as f:
         f.write(text)
     with open(args.json, "w") as f:
-        json.dump({"meta": meta, "windows": w, "checks": checks}, f, indent=2)
+        json.dump({"meta": meta, "windows": w, "ttfb": t, "checks": checks}, f, indent=2)
     sys.stdout.write(text)
     return 1 if failed else 0
 
@@ -413,9 +577,20 @@ def main() -> int:
     s.add_argument("--port", type=int, required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--interval", type=float, default=0.05)
+    s = sub.add_parser("load")
+    s.add_argument("--url", required=True)
+    s.add_argument("--template", required=True)
+    s.add_argument("--tag", required=True)
+    s.add_argument("--rate", type=float, required=True)
+    s.add_argument("--seconds", type=float, required=True)
+    s.add_argument("--connections", type=int, default=64)
+    s.add_argument("--timeout", type=float, default=10)
+    s.add_argument("--header", action="append", default=[])
+    s.add_argument("--out", required=True)
     s = sub.add_parser("ttfb")
     s.add_argument("--direct", required=True)
     s.add_argument("--proxied", required=True)
+    s.add_argument("--tag", required=True)
     s.add_argument("--n", type=int, default=1000)
     s.add_argument("--warmup", type=int, default=50)
     s.add_argument("--out", required=True)
@@ -425,7 +600,8 @@ def main() -> int:
     s.add_argument("--out", required=True)
     s.add_argument("--json", required=True)
     args = p.parse_args()
-    return {"wait": cmd_wait, "conns": cmd_conns, "ttfb": cmd_ttfb, "report": cmd_report}[args.cmd](args)
+    return {"wait": cmd_wait, "conns": cmd_conns, "load": cmd_load, "ttfb": cmd_ttfb,
+            "report": cmd_report}[args.cmd](args)
 
 
 if __name__ == "__main__":

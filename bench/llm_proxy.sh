@@ -24,18 +24,23 @@ Load test of groundwork's OpenAI-compatible caching proxy, POST /v1/chat/complet
           every hit has to come from Redis);
   3. checks the x-groundwork-cache response header with a few curl calls (MISS, then HIT,
      BYPASS when asked for and for a non-deterministic request, HIT on B from Redis);
-  4. MISS OVERHEAD, open loop (oha -q RATE --latency-correction, keep-alive) at 500 and
-     1,000 requests/s: (a) straight to the mock, (b) through A with x-groundwork-cache:
-     bypass, so every request goes upstream; reports p50/p99 of both, the added p50/p99
-     (b - a), errors, upstream calls and the upstream TCP connections seen during (b)
-     (sampled every 50 ms from /proc/net/tcp, i.e. ss -tn state established
-     '( dport = :<mock port> )') against the HTTP client's pool (30 idle per host);
+  4. MISS OVERHEAD, open loop at 500 and 1,000 requests/s, keep-alive, latency from each
+     request's scheduled start (llm_proxy.py load: oha sends one body, or random lines of a
+     file with repeats, so it cannot make every request distinct): (a) straight to the mock,
+     (b) through A; every request a distinct deterministic chat request (its own message,
+     "temperature": 0, no x-groundwork-cache header), so each one is a real MISS: looked up,
+     sent upstream, recorded and stored; reports p50/p99 of both, the added p50/p99
+     (b - a), errors, the MISS count (headers and the server's counters), upstream calls
+     and the upstream TCP connections seen during (b) (sampled every 50 ms from
+     /proc/net/tcp, i.e. ss -tn state established '( dport = :<mock port> )') against the
+     HTTP client's pool (30 idle per host);
   5. CACHE HITS at 1,000 requests/s, the same deterministic body every time: from A's memory,
      then from Redis through B; p99, the x-groundwork-cache mix (the server's counters,
      GET /api/v1/llm-cache) and the upstream calls during the window (0 expected);
   5b. STREAMING MISS: time to the first SSE event of GROUNDWORK_LLMPROXY_TTFB_N streaming
-     requests (stream: true, bypass) straight to the mock and through A, alternating, one
-     request at a time on one keep-alive connection per path; p50/p90/p99 and the added time;
+     requests (stream: true, each one distinct, so a real MISS through the proxy) straight
+     to the mock and through A, alternating, one request at a time on one keep-alive
+     connection per path; p50/p90/p99 and the added time (goal at p50, p99 reported);
   6. prints the summary with the goals as checks and writes it to
      bench/results/llm-proxy-<UTC stamp>.txt (raw data in bench/results/llm-proxy-<UTC stamp>/).
 
@@ -45,8 +50,9 @@ and Redis share the machine's cores: on 2 cores the figures are a lower bound an
 
 Goals (fixed; a miss is printed and makes the exit status 1, the figures are printed
 anyway): added p50 <= 0.5 ms and added p99 <= 2 ms at 500 and 1,000 requests/s with 0
-errors; upstream connections (peak and distinct) <= the pool's idle-per-host size;
-streaming: added time to the first event p50 <= 1 ms; hits
+errors and every proxied answer a MISS with its own upstream call; upstream connections
+(peak and distinct) <= the pool's idle-per-host size; streaming: added time to the first
+event p50 <= 1 ms (p99 reported), every proxied stream a MISS; hits
 p99 < 1 ms from memory and < 3 ms from Redis, every answer a HIT, 0 upstream calls.
 
 Exit status: 0 when every check holds, 1 when one is missed or on any error (the summary is
@@ -232,6 +238,11 @@ grep -q '^http://' "$RAW/mock.log" || die "mock-openai did not print its URL wit
 BODY_FILE="$WORK/body.json"
 printf '{"model":"mock-gpt","temperature":0,"messages":[{"role":"system","content":"You are a terse assistant."},{"role":"user","content":"groundwork llm_proxy bench %s: say hello"}]}' \
     "$STAMP" >"$BODY_FILE"
+# The miss windows' bodies: the same shape and size class, made distinct per request by
+# llm_proxy.py load (@N@ becomes "<window>-<n>"), so no request of the run repeats another.
+MISS_TEMPLATE="$WORK/body-miss.json"
+printf '{"model":"mock-gpt","temperature":0,"messages":[{"role":"system","content":"You are a terse assistant."},{"role":"user","content":"groundwork llm_proxy bench %s miss @N@: say hello"}]}' \
+    "$STAMP" >"$MISS_TEMPLATE"
 NONDET_FILE="$WORK/body-nondeterministic.json"
 sed 's/"temperature":0/"temperature":0.7/' "$BODY_FILE" >"$NONDET_FILE"
 BODY_BYTES=$(wc -c <"$BODY_FILE")
@@ -354,12 +365,32 @@ oha_run() { # out rate seconds url [header] ; the run's body, POST, keep-alive
     [[ $# -gt 0 ]] && args+=(-H "$1")
     run oha "${args[@]}" "$url" >"$out.log" 2>&1
 }
-# name rate url instance-base|- sample-connections(0|1) [header]
-measure() {
-    local name=$1 rate=$2 url=$3 inst=$4 sample=$5
+# out rate seconds url tag [header] ; open loop, a distinct body per request (real misses)
+unique_run() {
+    local out=$1 rate=$2 secs=$3 url=$4 tag=$5
     shift 5
+    local args=(load --url "$url" --template "$MISS_TEMPLATE" --tag "$tag" --rate "$rate"
+        --seconds "$secs" --connections "$CONNECTIONS" --timeout 10 --out "$out")
+    [[ $# -gt 0 ]] && args+=(--header "$1")
+    run python3 "$BENCH_DIR/llm_proxy.py" "${args[@]}" >"$out.log" 2>&1
+}
+# One window of load: oha (the run's body every time) or unique (a distinct body per request).
+load_run() { # generator out rate seconds url tag [header]
+    local gen=$1 out=$2 rate=$3 secs=$4 url=$5 tag=$6
+    shift 6
+    if [[ $gen == unique ]]; then
+        unique_run "$out" "$rate" "$secs" "$url" "$tag" "$@"
+    else
+        oha_run "$out" "$rate" "$secs" "$url" "$@"
+    fi
+}
+# name rate url instance-base|- sample-connections(0|1) generator(oha|unique) [header]
+measure() {
+    local name=$1 rate=$2 url=$3 inst=$4 sample=$5 gen=$6
+    shift 6
     log "$name: warm-up ${WARMUP}s at ${rate}/s (discarded)"
-    oha_run "$WORK/warmup.json" "$rate" "$WARMUP" "$url" "$@" || die "oha failed (warm-up of $name)"
+    load_run "$gen" "$WORK/warmup.json" "$rate" "$WARMUP" "$url" "warmup-$name" "$@" \
+        || die "$gen load failed (warm-up of $name)"
     local before after
     before=$(mock_calls)
     [[ $inst == - ]] || stats "$inst" "$RAW/$name.stats-before.json"
@@ -369,8 +400,9 @@ measure() {
         SAMPLER_PID=$!
         sleep 0.2
     fi
-    log "$name: ${DURATION}s at ${rate}/s -> $url${1:+ ($1)}"
-    oha_run "$RAW/$name.oha.json" "$rate" "$DURATION" "$url" "$@" || die "oha failed ($name)"
+    log "$name: ${DURATION}s at ${rate}/s -> $url${1:+ ($1)} ($gen)"
+    load_run "$gen" "$RAW/$name.oha.json" "$rate" "$DURATION" "$url" "$name" "$@" \
+        || die "$gen load failed ($name)"
     if [[ $sample == 1 ]]; then
         stop_pid "$SAMPLER_PID" "connection sampler" 5
         SAMPLER_PID=""
@@ -379,8 +411,8 @@ measure() {
     [[ $inst == - ]] || stats "$inst" "$RAW/$name.stats-after.json"
     after=$(mock_calls)
     printf '{"before": %s, "after": %s}\n' "${before:-null}" "${after:-null}" >"$RAW/$name.mock.json"
-    printf '{"name": "%s", "rate": %s, "url": "%s", "header": "%s"}\n' \
-        "$name" "$rate" "$url" "${1:-}" >>"$WINDOWS_JSON"
+    printf '{"name": "%s", "rate": %s, "url": "%s", "header": "%s", "generator": "%s"}\n' \
+        "$name" "$rate" "$url" "${1:-}" "$gen" >>"$WINDOWS_JSON"
     python3 - "$RAW/$name.oha.json" <<'PY' >&2 || true
 import json, sys
 d = json.load(open(sys.argv[1]))
@@ -394,14 +426,15 @@ PY
 
 for rate in "${RATES[@]}"; do
     # The connection sampler runs in both windows, so that its CPU weighs on both alike.
-    measure "direct-$rate" "$rate" "$MOCK_URL/chat/completions" - 1
-    measure "proxied-$rate" "$rate" "$A_BASE/v1/chat/completions" "$A_BASE" 1 'x-groundwork-cache: bypass'
+    # Both with the same generator and distinct bodies; through A each request is a MISS.
+    measure "direct-$rate" "$rate" "$MOCK_URL/chat/completions" - 1 unique
+    measure "proxied-$rate" "$rate" "$A_BASE/v1/chat/completions" "$A_BASE" 1 unique
 done
-measure hits-memory "$HIT_RATE" "$A_BASE/v1/chat/completions" "$A_BASE" 0
-measure hits-redis "$HIT_RATE" "$B_BASE/v1/chat/completions" "$B_BASE" 0
+measure hits-memory "$HIT_RATE" "$A_BASE/v1/chat/completions" "$A_BASE" 0 oha
+measure hits-redis "$HIT_RATE" "$B_BASE/v1/chat/completions" "$B_BASE" 0 oha
 log "streaming time to first event: $TTFB_N requests direct and $TTFB_N through A, alternating"
 python3 "$BENCH_DIR/llm_proxy.py" ttfb --direct "$MOCK_URL/chat/completions" \
-    --proxied "$A_BASE/v1/chat/completions" --n "$TTFB_N" --out "$RAW/ttfb.json" \
+    --proxied "$A_BASE/v1/chat/completions" --tag "$STAMP" --n "$TTFB_N" --out "$RAW/ttfb.json" \
     || log "the time-to-first-event measurement failed (the report will say so)"
 
 # --- report ----------------------------------------------------------------------------------

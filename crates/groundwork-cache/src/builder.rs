@@ -8,6 +8,7 @@ use groundwork_core::clock::{Clock, SystemClock};
 
 use crate::cache::RefreshingCache;
 use crate::source::Source;
+use crate::timer::{Sleeper, TokioSleeper};
 
 /// Computes an entry's weight for the capacity bound.
 pub type Weigher<K, V> = Arc<dyn Fn(&K, &V) -> u64 + Send + Sync>;
@@ -45,7 +46,9 @@ pub struct CacheBuilder<K, V> {
     pub(crate) capacity: u64,
     pub(crate) weigher: Option<Weigher<K, V>>,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) sleeper: Arc<dyn Sleeper>,
     pub(crate) fill_on_miss: bool,
+    pub(crate) metrics_interval: Option<Duration>,
 }
 
 impl<K, V> CacheBuilder<K, V>
@@ -67,7 +70,9 @@ where
             capacity: 10_000,
             weigher: None,
             clock: Arc::new(SystemClock::new()),
+            sleeper: Arc::new(TokioSleeper),
             fill_on_miss: true,
+            metrics_interval: Some(Duration::from_secs(1)),
         }
     }
 
@@ -139,16 +144,59 @@ where
     }
 
     /// The clock TTLs, refresh points and backoff are measured with. Default: the system's
-    /// monotonic clock. Tests pass a `ManualClock`.
+    /// monotonic clock. Tests pass a `ManualClock`, or a [`crate::ManualTimer`] through
+    /// [`CacheBuilder::timer`] to also drive the background tasks.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// How the background tasks wait: the periodic refresh between refreshes and during its
+    /// backoff, and the metrics export. Default: [`crate::TokioSleeper`] (real time), which
+    /// suits the default clock; a cache on a hand-driven clock waits on that clock instead.
+    pub fn sleeper(mut self, sleeper: Arc<dyn Sleeper>) -> Self {
+        self.sleeper = sleeper;
+        self
+    }
+
+    /// One object as both the clock and the sleeper, e.g. a [`crate::ManualTimer`]: a test
+    /// that advances it makes the refresh and metrics export due at that time run, with no
+    /// real waits.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// # use groundwork_cache::{ManualTimer, RefreshingCache, Snapshot, Source};
+    /// # struct Db;
+    /// # impl Source<u64, String> for Db {
+    /// #     type Error = std::io::Error;
+    /// #     async fn load(&self, _: &u64) -> Result<Option<String>, Self::Error> { Ok(None) }
+    /// #     async fn load_all(&self) -> Result<Snapshot<u64, String>, Self::Error> { Ok(Snapshot::new(vec![])) }
+    /// # }
+    /// let timer = Arc::new(ManualTimer::new());
+    /// let cache: RefreshingCache<u64, String> =
+    ///     RefreshingCache::builder("test").timer(Arc::clone(&timer)).build(Db);
+    /// ```
+    pub fn timer<T: Clock + Sleeper>(self, timer: Arc<T>) -> Self {
+        let clock: Arc<dyn Clock> = Arc::clone(&timer) as Arc<dyn Clock>;
+        self.clock(clock).sleeper(timer)
     }
 
     /// Whether a miss on a cache that has never been filled (or was invalidated entirely)
     /// first reloads everything through one `load_all`. Default: `true`.
     pub fn fill_on_miss(mut self, fill: bool) -> Self {
         self.fill_on_miss = fill;
+        self
+    }
+
+    /// How often the statistics are exported through the `metrics` crate (see
+    /// [`crate::CacheStats::publish`]), or `None` to export only on
+    /// [`RefreshingCache::publish_metrics`]. Default: every second. The export runs in a
+    /// background task started by [`RefreshingCache::start`] or the first lookup that
+    /// reaches the source, so caches that are never started (such as [`crate::memoize`]'s)
+    /// export too; the hit path does no export work. Waits through the
+    /// [`CacheBuilder::sleeper`].
+    pub fn metrics_interval(mut self, interval: Option<Duration>) -> Self {
+        self.metrics_interval = interval.filter(|i| !i.is_zero());
         self
     }
 

@@ -7,8 +7,11 @@
 //!   feed) vouches for every entry as of its start time (`verified_at`), so healthy
 //!   refreshes keep entries fresh without touching them.
 //! - Invalidation wins: `invalidate` removes the entry, cancels the insert of any load in
-//!   flight for that key, and makes a running refresh skip the key. Loads and refreshes check
-//!   all of this under one short lock (`coord`), never held across an `.await`.
+//!   flight for that key, and makes a running refresh skip the key. `invalidate_all` and
+//!   `invalidate_if` cancel the inserts of every load in flight (a predicate cannot be asked
+//!   about a value not read yet) and make a running refresh stop applying what it read.
+//!   Loads and refreshes check all of this under one short lock (`coord`), never held across
+//!   an `.await`, when they write back; the hit path does not see it.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
@@ -30,6 +33,7 @@ use crate::builder::{CacheBuilder, Weigher};
 use crate::error::CacheError;
 use crate::source::{ChangeSet, DynSource, Snapshot, SourceError};
 use crate::stats::{CacheStats, Counters};
+use crate::timer::Sleeper;
 
 /// How often the background task publishes the time for hits (see `Inner::tick`).
 const TICK: Duration = Duration::from_millis(10);
@@ -135,7 +139,11 @@ struct Flight<V> {
 /// Keys invalidated while a refresh runs: the refresh must not write them back.
 struct Watch<K> {
     keys: HashSet<K>,
+    /// `invalidate_all` ran: the cache is empty and the refresh applies nothing more.
     all: bool,
+    /// `invalidate_if` ran: any value the refresh read may be one of those invalidated, so it
+    /// applies nothing more (and vouches for nothing); the next refresh catches up.
+    superseded: bool,
 }
 
 impl<K> Watch<K> {
@@ -143,7 +151,13 @@ impl<K> Watch<K> {
         Self {
             keys: HashSet::new(),
             all: false,
+            superseded: false,
         }
+    }
+
+    /// Whether the refresh must stop applying what it read.
+    fn stopped(&self) -> bool {
+        self.all || self.superseded
     }
 }
 
@@ -164,6 +178,7 @@ struct Settings {
     backoff_base: Duration,
     backoff_max: Duration,
     refresh_interval: Option<Duration>,
+    metrics_interval: Option<Duration>,
     capacity: u64,
     fill_on_miss: bool,
 }
@@ -173,6 +188,8 @@ pub(crate) struct Inner<K, V> {
     map: Map<K, V>,
     source: Arc<dyn DynSource<K, V>>,
     clock: Arc<dyn Clock>,
+    /// How the background tasks wait (on `clock`'s time).
+    sleeper: Arc<dyn Sleeper>,
     settings: Settings,
     coord: Mutex<Coord<K, V>>,
     counters: Arc<Counters>,
@@ -187,6 +204,8 @@ pub(crate) struct Inner<K, V> {
     failing_until: AtomicU64,
     consecutive_failures: AtomicU32,
     filled: AtomicBool,
+    /// Whether the metrics export task has been started.
+    publishing: AtomicBool,
     cursor: Mutex<Option<u64>>,
     wake: Notify,
     shutdown: CancellationToken,
@@ -364,6 +383,7 @@ where
                 map,
                 source,
                 clock: builder.clock,
+                sleeper: builder.sleeper,
                 settings: Settings {
                     ttl,
                     refresh_after,
@@ -373,6 +393,7 @@ where
                     backoff_base: builder.backoff_base,
                     backoff_max: builder.backoff_max,
                     refresh_interval: builder.refresh_interval,
+                    metrics_interval: builder.metrics_interval,
                     capacity,
                     fill_on_miss: builder.fill_on_miss,
                 },
@@ -389,6 +410,7 @@ where
                 failing_until: AtomicU64::new(0),
                 consecutive_failures: AtomicU32::new(0),
                 filled: AtomicBool::new(false),
+                publishing: AtomicBool::new(false),
                 cursor: Mutex::new(None),
                 wake: Notify::new(),
                 shutdown: CancellationToken::new(),
@@ -504,9 +526,16 @@ where
         // Counted now (callers waiting on a load show as misses); a lookup that ends up
         // served stale is moved to the stale hits below, so each lookup counts once.
         inner.counters.misses.incr();
-        if cached.is_none() && inner.settings.fill_on_miss && !inner.filled.load(Ordering::Acquire)
+        self.ensure_publisher();
+        if cached.is_none()
+            && inner.settings.fill_on_miss
+            && !inner.filled.load(Ordering::Acquire)
+            && !inner.source_failing(inner.now())
         {
-            // An empty cache rebuilds through one `load_all`, shared by every caller.
+            // An empty cache rebuilds through one `load_all`, shared by every caller. Not
+            // while the source is in backoff (its last fill, refresh or load failed): a miss
+            // then loads its key alone, so that a failing source sees at most one `load_all`
+            // per backoff window however many lookups miss.
             if self.refresh_shared().await.is_ok()
                 && let Some(slot) = inner.map.get(key)
                 && !matches!(
@@ -618,6 +647,7 @@ where
     /// refresh running now. For callers that produce values themselves, such as a response
     /// cache whose source is only a second cache level.
     pub fn insert(&self, key: K, value: V) {
+        self.ensure_publisher();
         let inner = &*self.inner;
         let mut coord = inner.lock_coord();
         coord.inflight.remove(&key);
@@ -639,9 +669,18 @@ where
         self.inner.verified_at.store(0, Ordering::Release);
     }
 
-    /// Removes every entry whose key and value match `predicate`; returns how many.
+    /// Removes every entry whose key and value match `predicate`; returns how many. Takes
+    /// effect before it returns: no value read from the source before the call is stored
+    /// after it. Since the predicate cannot be asked about values still being read, every
+    /// load in flight (for any key) completes for its callers without storing its result,
+    /// and a running refresh stops applying what it read (the next one catches up).
     pub fn invalidate_if(&self, predicate: impl Fn(&K, &V) -> bool) -> usize {
         let mut coord = self.inner.lock_coord();
+        // Loads in flight may be reading values that match: none of them writes back.
+        coord.inflight.clear();
+        if let Some(watch) = coord.watch.as_mut() {
+            watch.superseded = true;
+        }
         let keys: Vec<K> = self
             .inner
             .map
@@ -654,7 +693,6 @@ where
             })
             .collect();
         for key in &keys {
-            coord.inflight.remove(key);
             if let Some(watch) = coord.watch.as_mut() {
                 watch.keys.insert(key.clone());
             }
@@ -674,6 +712,7 @@ where
         if keys.is_empty() {
             return Ok(0);
         }
+        self.ensure_publisher();
         let batch = {
             let mut coord = self.inner.lock_coord();
             let id = coord.next_id;
@@ -713,6 +752,7 @@ where
         let filled = self.refresh_shared().await;
         self.spawn_ticker();
         self.spawn_refresh_task();
+        self.ensure_publisher();
         filled
     }
 
@@ -722,6 +762,7 @@ where
     /// # Errors
     /// [`CacheError`] if the source fails; entries are kept and served.
     pub async fn refresh_now(&self) -> Result<(), CacheError> {
+        self.ensure_publisher();
         self.refresh_shared().await
     }
 
@@ -730,12 +771,16 @@ where
         self.inner.wake.notify_one();
     }
 
-    /// Stops the background refresh task and waits for it to end.
+    /// Stops the background tasks (refresh, metrics export) and waits for the refresh task
+    /// to end; exports the statistics a last time.
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
         let task = self.inner.task.lock().map(|mut t| t.take()).unwrap_or(None);
         if let Some(task) = task {
             let _ = task.await;
+        }
+        if self.inner.settings.metrics_interval.is_some() {
+            self.publish_metrics();
         }
     }
 
@@ -773,9 +818,48 @@ where
     }
 
     /// Exports [`RefreshingCache::stats`] through the `metrics` facade (see
-    /// [`CacheStats::publish`]). The background task also does this after each refresh.
+    /// [`CacheStats::publish`]). A background task also does this every
+    /// [`crate::CacheBuilder::metrics_interval`] (from [`RefreshingCache::start`] or the
+    /// first lookup that reaches the source on), and the refresh task after each refresh.
     pub fn publish_metrics(&self) {
         self.stats().publish();
+    }
+
+    /// Starts the metrics export task unless it runs (or is disabled). Off the hit path:
+    /// called from `start`, misses, `insert`, `warm` and `refresh_now`.
+    fn ensure_publisher(&self) {
+        let inner = &*self.inner;
+        let Some(interval) = inner.settings.metrics_interval else {
+            return;
+        };
+        if inner.publishing.load(Ordering::Relaxed) || inner.shutdown.is_cancelled() {
+            return;
+        }
+        // Outside a runtime (e.g. `insert` from plain code), a later call starts it.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if inner.publishing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak: Weak<Inner<K, V>> = Arc::downgrade(&self.inner);
+        let shutdown = inner.shutdown.clone();
+        runtime.spawn(async move {
+            loop {
+                // Holds no handle while waiting: the task ends at the first wake-up after
+                // every handle is dropped, or at `shutdown`.
+                let sleep = match weak.upgrade() {
+                    Some(inner) => inner.sleeper.sleep(interval),
+                    None => return,
+                };
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = sleep => {}
+                }
+                let Some(inner) = weak.upgrade() else { return };
+                RefreshingCache { inner }.publish_metrics();
+            }
+        });
     }
 
     /// The refresh in flight, or a new one.
@@ -846,21 +930,25 @@ where
 
         *task = Some(tokio::spawn(async move {
             loop {
-                let delay = match weak.upgrade() {
-                    Some(inner) => inner.next_refresh_delay(interval),
-                    None => return,
-                };
                 let woken = {
                     // Held for the wait only; the task ends once every handle is dropped
                     // (at the next wake-up) or at `shutdown`.
                     let Some(inner) = weak.upgrade() else { return };
+                    // The wait runs on the cache's clock (its sleeper), so that a test
+                    // driving the clock by hand drives the refresh too.
+                    let sleep = inner.sleeper.sleep(inner.next_refresh_delay(interval));
                     tokio::select! {
                         () = shutdown.cancelled() => return,
-                        () = tokio::time::sleep(delay) => false,
+                        () = sleep => false,
                         () = inner.wake.notified() => true,
                     }
                 };
                 let Some(inner) = weak.upgrade() else { return };
+                if !woken && inner.source_failing(inner.now()) {
+                    // A failure while this task slept (a miss's fill, a load) started a new
+                    // backoff: wait for its end rather than retry within it.
+                    continue;
+                }
                 let cache = RefreshingCache { inner };
                 if let Err(err) = cache.refresh_shared().await {
                     tracing::warn!(cache = %cache.inner.name, woken, error = %err, "cache refresh failed");
@@ -1067,17 +1155,9 @@ where
         let started = self.now();
         self.lock_coord().watch = Some(Watch::new());
         let outcome = self.refresh_inner(started).await;
-        {
-            let mut coord = self.lock_coord();
-            coord.watch = None;
-            if coord
-                .refresh
-                .as_ref()
-                .is_some_and(|(current, _)| *current == id)
-            {
-                coord.refresh = None;
-            }
-        }
+        self.lock_coord().watch = None;
+        // Recorded before the refresh stops being the one in flight: a miss that no longer
+        // finds it already sees the backoff a failure started (and does not `load_all` again).
         match &outcome {
             Ok(()) => {
                 self.counters.refreshes.incr();
@@ -1089,6 +1169,15 @@ where
                 self.record_failure();
             }
         }
+        let mut coord = self.lock_coord();
+        if coord
+            .refresh
+            .as_ref()
+            .is_some_and(|(current, _)| *current == id)
+        {
+            coord.refresh = None;
+        }
+        drop(coord);
         outcome
     }
 
@@ -1105,7 +1194,9 @@ where
                 let more = changes.more;
                 cursor = changes.cursor;
                 if !self.apply_changes(changes, started) {
-                    return Ok(()); // invalidated entirely meanwhile: the next miss refills
+                    // Invalidated meanwhile: entirely (the next miss refills) or by a
+                    // predicate (the cursor stays, so the next refresh reads these again).
+                    return Ok(());
                 }
                 self.set_cursor(Some(cursor));
                 if !more {
@@ -1201,7 +1292,7 @@ where
 
     /// Applies a full read: update the entries held, drop those the source no longer has,
     /// and on a `fill` (the cache was empty) insert everything that fits. Returns `false` if
-    /// the cache was invalidated entirely meanwhile (nothing more applied).
+    /// an invalidation stopped the refresh meanwhile (nothing more applied).
     fn apply_snapshot(&self, snapshot: Snapshot<K, V>, started: u64, fill: bool) -> bool {
         let mut seen: HashSet<K> = HashSet::new();
         let entries = snapshot.entries.into_iter().map(|(key, value)| {
@@ -1224,7 +1315,7 @@ where
         self.apply_all(gone.into_iter().map(|key| (key, None)), started, false)
     }
 
-    /// Applies a change batch; `false` if the cache was invalidated entirely meanwhile.
+    /// Applies a change batch; `false` if an invalidation stopped the refresh meanwhile.
     fn apply_changes(&self, changes: ChangeSet<K, V>, started: u64) -> bool {
         let ChangeSet {
             upserts, deletions, ..
@@ -1235,7 +1326,8 @@ where
     }
 
     /// Applies refreshed values (`None`: the key is gone) in steps of [`APPLY_CHUNK`], each
-    /// under the coord lock; `false` as soon as the cache turns out invalidated entirely.
+    /// under the coord lock; `false` as soon as an invalidation stopped the refresh (see
+    /// [`Watch`]).
     fn apply_all(
         &self,
         items: impl Iterator<Item = (K, Option<V>)>,
@@ -1245,7 +1337,7 @@ where
         let mut items = items.peekable();
         while items.peek().is_some() {
             let mut coord = self.lock_coord();
-            if coord.watch.as_ref().is_some_and(|w| w.all) {
+            if coord.watch.as_ref().is_some_and(Watch::stopped) {
                 return false;
             }
             for (key, value) in items.by_ref().take(APPLY_CHUNK) {

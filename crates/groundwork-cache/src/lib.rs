@@ -12,8 +12,12 @@
 //!   background; while the source fails, values are served up to `max_staleness` and
 //!   retries back off exponentially with jitter.
 //! - **Bounded memory**: a capacity (entries or weight) with S3-FIFO eviction.
-//! - **Statistics** as a struct ([`CacheStats`]) and through the `metrics` crate.
-//! - [`memoize`]: the same machinery around an async function.
+//! - **Statistics** as a struct ([`CacheStats`]) and through the `metrics` crate, exported
+//!   every second by a background task (also for caches without periodic refresh).
+//! - **Testable time**: TTLs, refresh points and backoff are measured on an injected clock,
+//!   and the background tasks wait through a [`Sleeper`] on that clock: a [`ManualTimer`]
+//!   lets a test drive refreshes and backoff by advancing it, without real waits.
+//! - [`memoize`] / [`memoize_with`]: the same machinery around an async function.
 //!
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -55,10 +59,12 @@ mod error;
 mod memoize;
 mod source;
 mod stats;
+mod timer;
 
 pub use builder::{CacheBuilder, Weigher};
 pub use cache::{Get, RefreshingCache, backoff_delay};
 pub use error::CacheError;
-pub use memoize::{Memoized, memoize};
+pub use memoize::{Memoized, memoize, memoize_with};
 pub use source::{ChangeSet, Snapshot, Source, SourceError};
 pub use stats::CacheStats;
+pub use timer::{ManualTimer, Sleep, Sleeper, TokioSleeper};

@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{CacheError, RefreshingCache, Snapshot, Source};
+use crate::{CacheBuilder, CacheError, RefreshingCache, Snapshot, Source};
 
 /// An async function whose results are cached by argument for a TTL. Cheap to clone.
 ///
@@ -63,12 +63,47 @@ where
     F: Fn(K) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<V, E>> + Send + 'static,
 {
-    let cache = RefreshingCache::builder(name)
-        .ttl(ttl)
+    memoize_with(
+        RefreshingCache::builder(name).ttl(ttl).capacity(capacity),
+        function,
+    )
+}
+
+/// [`memoize`] with every setting of a [`CacheBuilder`]: its name, TTL, capacity, weigher,
+/// load timeout, clock and sleeper (a test passes a [`crate::ManualTimer`]), metrics export.
+/// The settings that make it a memo are imposed: no periodic refresh, no refresh-ahead, no
+/// stale serving, no fill (a function has no "everything" to load).
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use groundwork_cache::{ManualTimer, RefreshingCache, memoize_with};
+///
+/// let timer = Arc::new(ManualTimer::new());
+/// let double = memoize_with(
+///     RefreshingCache::builder("double")
+///         .ttl(Duration::from_secs(60))
+///         .timer(Arc::clone(&timer)),
+///     |n: u64| async move { Ok::<_, std::io::Error>(2 * n) },
+/// );
+/// assert_eq!(*double.get(21).await?, 42);
+/// # Ok::<(), groundwork_cache::CacheError>(())
+/// # }).unwrap();
+/// ```
+pub fn memoize_with<K, V, E, F, Fut>(builder: CacheBuilder<K, V>, function: F) -> Memoized<K, V>
+where
+    K: Clone + Eq + Hash + Send + Sync + 'static,
+    V: PartialEq + Send + Sync + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+    F: Fn(K) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<V, E>> + Send + 'static,
+{
+    let ttl = builder.ttl;
+    let cache = builder
         .refresh_after(ttl)
         .refresh_interval(None)
         .max_staleness(Duration::ZERO)
-        .capacity(capacity)
         .fill_on_miss(false)
         .build(FnSource {
             function,

@@ -269,3 +269,150 @@ async fn a_lookup_joining_a_warm_with_a_repeated_key_gets_the_value() -> anyhow:
     assert_eq!(text(&cache.get(&1).await?), Some("v1"));
     Ok(())
 }
+
+#[tokio::test]
+async fn invalidate_if_beats_a_load_in_flight() -> anyhow::Result<()> {
+    let clock = common::clock();
+    let source = FakeSource::with_feed(rows(1..=3));
+    let cache = common::build(builder("invalidate-if-inflight", &clock), &source);
+    cache.start().await?;
+    source.set(7, "old");
+
+    source.hold(Method::Load);
+    let lookup = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.get(&7).await })
+    };
+    source.wait_calls(Method::Load, 1).await?; // has read "old"
+    source.set(7, "new");
+    // Key 7 is not cached yet: only the load in flight holds its older value.
+    assert_eq!(cache.invalidate_if(|key, _| *key == 7), 0);
+    source.release(Method::Load);
+    // Its own waiter still gets what it read...
+    assert_eq!(text(&lookup.await??), Some("old"));
+
+    // ...but the value read before `invalidate_if` is not stored after it.
+    assert_eq!(
+        cache.peek(&7),
+        None,
+        "the older load wrote after invalidate_if"
+    );
+    assert_eq!(text(&cache.get(&7).await?), Some("new"));
+    assert_eq!(
+        source.calls(Method::Load),
+        2,
+        "the next lookup loaded again"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn invalidate_if_beats_a_warm_in_flight() -> anyhow::Result<()> {
+    let clock = common::clock();
+    let source = FakeSource::with_feed(rows(1..=3));
+    let cache = common::build(builder("invalidate-if-warm", &clock), &source);
+    cache.start().await?;
+    source.set(7, "old");
+    source.set(8, "v8");
+
+    source.hold(Method::LoadMany);
+    let warm = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.warm(&[7, 8]).await })
+    };
+    source.wait_calls(Method::LoadMany, 1).await?;
+    source.set(7, "new");
+    cache.invalidate_if(|key, _| *key == 7);
+    source.release(Method::LoadMany);
+    assert_eq!(warm.await??, 2);
+
+    assert_eq!(cache.peek(&7), None, "the warm wrote after invalidate_if");
+    assert_eq!(text(&cache.get(&7).await?), Some("new"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn invalidate_if_beats_a_fill_in_flight() -> anyhow::Result<()> {
+    let clock = common::clock();
+    let source = FakeSource::with_feed(rows(1..=3));
+    let cache = common::build(builder("invalidate-if-fill", &clock), &source);
+
+    source.hold(Method::LoadAll);
+    let fill = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.refresh_now().await })
+    };
+    source.wait_calls(Method::LoadAll, 1).await?; // has read "v2"
+    source.set(2, "v2b");
+    assert_eq!(
+        cache.invalidate_if(|key, _| *key == 2),
+        0,
+        "nothing cached yet"
+    );
+    source.release(Method::LoadAll);
+    fill.await??;
+
+    assert_eq!(cache.peek(&2), None, "the fill wrote after invalidate_if");
+    assert_eq!(text(&cache.get(&2).await?), Some("v2b"));
+    assert_eq!(text(&cache.get(&1).await?), Some("v1"));
+    Ok(())
+}
+
+/// A refresh that read a value before `invalidate_if` matched nothing in the cache yet (the
+/// predicate looks at values): the value must not be stored after the call. The next refresh
+/// reads it again.
+async fn invalidate_if_during_refresh_wins(feed: bool) -> anyhow::Result<()> {
+    let clock = common::clock();
+    let source = if feed {
+        FakeSource::with_feed(rows(1..=3))
+    } else {
+        FakeSource::without_feed(rows(1..=3))
+    };
+    let method = if feed {
+        Method::ChangesSince
+    } else {
+        Method::LoadAll
+    };
+    let cache = common::build(builder("invalidate-if-refresh", &clock), &source);
+    cache.start().await?;
+    clock.advance(Duration::from_secs(1));
+    source.set(1, "tenant-b:1");
+
+    let calls = source.calls(method);
+    source.hold(method);
+    let refresh = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.refresh_now().await })
+    };
+    source.wait_calls(method, calls + 1).await?; // has read "tenant-b:1"
+    assert_eq!(
+        cache.invalidate_if(|_, value| value.starts_with("tenant-b")),
+        0
+    );
+    source.release(method);
+    refresh.await??;
+
+    assert_ne!(
+        text(&cache.peek(&1)),
+        Some("tenant-b:1"),
+        "the refresh wrote a value read before invalidate_if"
+    );
+    clock.advance(Duration::from_secs(1));
+    cache.refresh_now().await?;
+    assert_eq!(
+        text(&cache.peek(&1)),
+        Some("tenant-b:1"),
+        "the next refresh catches up"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn invalidate_if_during_an_incremental_refresh_wins() -> anyhow::Result<()> {
+    invalidate_if_during_refresh_wins(true).await
+}
+
+#[tokio::test]
+async fn invalidate_if_during_a_full_refresh_wins() -> anyhow::Result<()> {
+    invalidate_if_during_refresh_wins(false).await
+}

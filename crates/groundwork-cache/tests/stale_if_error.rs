@@ -228,6 +228,10 @@ async fn after_a_failed_start_a_lookup_fills_once_the_source_recovers() -> anyho
     assert_eq!(cache.stats().refresh_failures, 1);
 
     source.fail_all(false);
+    // Within the backoff of the failed fill a miss does not `load_all` again (see
+    // `an_unfilled_cache_in_backoff_makes_one_load_all_per_window`); the first backoff lasts
+    // at most 1 s.
+    clock.advance(Duration::from_secs(1));
     assert_eq!(text(&cache.get(&2).await?), Some("v2"));
     assert!(cache.is_filled(), "the miss refilled the empty cache");
     assert_eq!(source.calls(Method::LoadAll), 2);
@@ -250,6 +254,68 @@ async fn when_only_load_all_fails_lookups_load_key_by_key() -> anyhow::Result<()
     assert_eq!(source.calls(Method::Load), 1);
     assert_eq!(text(&cache.get(&2).await?), Some("v2"));
     assert_eq!(source.calls(Method::Load), 1, "the loaded key is cached");
+    cache.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unfilled_cache_in_backoff_makes_one_load_all_per_window() -> anyhow::Result<()> {
+    let timer = common::timer();
+    let source = FakeSource::with_feed(rows(1..=200));
+    let cache = common::build(
+        common::timed_builder("outage", &timer)
+            .refresh_interval(Some(Duration::from_secs(60)))
+            .backoff(Duration::from_secs(10), Duration::from_secs(80)),
+        &source,
+    );
+    source.fail_all(true);
+    assert!(cache.start().await.is_err());
+    assert_eq!(source.calls(Method::LoadAll), 1);
+
+    // Many misses during the outage, one after another and at once: each loads its key
+    // alone, none rebuilds the empty cache while the failed fill's backoff runs.
+    for key in 1..=50 {
+        assert!(cache.get(&key).await.is_err(), "key {key}");
+    }
+    let lookups: Vec<_> = (51..=150)
+        .map(|key| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.get(&key).await })
+        })
+        .collect();
+    for lookup in lookups {
+        assert!(lookup.await?.is_err());
+    }
+    common::run_pending().await;
+    assert_eq!(
+        source.calls(Method::LoadAll),
+        1,
+        "a miss in backoff reloaded everything"
+    );
+    assert!(source.calls(Method::Load) >= 1, "misses load their key");
+    assert!(!cache.is_filled());
+    assert_eq!(cache.stats().misses, 150);
+
+    // Every backoff so far ends within 80 s. Past it, one `load_all` again (the refresh
+    // task's or a miss's, shared), whose failure starts the next window.
+    timer.advance(Duration::from_secs(80));
+    for key in 1..=50 {
+        assert!(cache.get(&key).await.is_err(), "key {key}");
+    }
+    common::run_pending().await;
+    assert_eq!(
+        source.calls(Method::LoadAll),
+        2,
+        "one load_all for the second window"
+    );
+
+    // The source recovers; after the window, the next miss fills the cache.
+    source.fail_all(false);
+    timer.advance(Duration::from_secs(80));
+    assert_eq!(text(&cache.get(&7).await?), Some("v7"));
+    common::run_pending().await;
+    assert!(cache.is_filled());
+    assert_eq!(source.calls(Method::LoadAll), 3);
     cache.shutdown().await;
     Ok(())
 }

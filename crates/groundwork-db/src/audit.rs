@@ -191,7 +191,7 @@ impl<'a> Audit<'a> {
             .bind(until)
             .bind(page.limit())
             .bind(page.offset())
-            .fetch_all(pool)
+            .fetch_all(&mut *pool)
             .await?;
             let total: i64 = sqlx::query_scalar(concat!(
                 "SELECT COUNT(*) FROM audit_log ",
@@ -204,7 +204,7 @@ impl<'a> Audit<'a> {
             .bind(filter.entity_type.as_deref())
             .bind(since)
             .bind(until)
-            .fetch_one(pool)
+            .fetch_one(&mut *pool)
             .await?;
             Ok::<_, sqlx::Error>((items, total))
         })?;

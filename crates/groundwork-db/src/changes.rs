@@ -180,13 +180,13 @@ impl<'a> Changes<'a> {
             )
             .bind(cursor)
             .bind(limit.saturating_add(1))
-            .fetch_all(pool)
+            .fetch_all(&mut *pool)
             .await?;
             // Read after the rows: a prune committed in between shows here (the batch is
             // then refused as truncated, which is safe), never only in the rows.
             let pruned_through: i64 =
                 sqlx::query_scalar("SELECT through_seq FROM change_log_pruned WHERE id = 1")
-                    .fetch_one(pool)
+                    .fetch_one(&mut *pool)
                     .await?;
             Ok::<_, sqlx::Error>((rows, pruned_through))
         })?;

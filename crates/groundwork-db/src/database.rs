@@ -388,6 +388,10 @@ pub(crate) use ascii_lower_name;
 /// `$1` placeholders, `RETURNING`, `ON CONFLICT`, no engine-specific functions. The body runs
 /// in an async block: `?` inside it ends the operation (not the enclosing function), and a
 /// body ending in `Ok(..)` may need its error type spelled (`Ok::<_, DbError>(..)`).
+///
+/// `$pool` is a connection checked out of the pool for the whole body (counted in the pool's
+/// waiters and acquire latency): a body running several statements passes `&mut *$pool` to
+/// each.
 macro_rules! on_pool {
     ($db:expr, |$pool:ident| $body:expr) => {{
         let __db: &$crate::Database = &$db;
@@ -395,8 +399,16 @@ macro_rules! on_pool {
         let __outcome = __db
             .with_deadline(async {
                 match __db.backend() {
-                    $crate::database::Backend::Sqlite($pool) => $body,
-                    $crate::database::Backend::Postgres($pool) => $body,
+                    $crate::database::Backend::Sqlite(pool) => {
+                        let mut __conn = __db.acquire_from(pool).await?;
+                        let $pool = &mut *__conn;
+                        $body
+                    }
+                    $crate::database::Backend::Postgres(pool) => {
+                        let mut __conn = __db.acquire_from(pool).await?;
+                        let $pool = &mut *__conn;
+                        $body
+                    }
                 }
             })
             .await;

@@ -390,7 +390,7 @@ impl<'a> Files<'a> {
             .bind(filter.digest_id)
             .bind(page.limit())
             .bind(page.offset())
-            .fetch_all(pool)
+            .fetch_all(&mut *pool)
             .await?;
             let total: i64 = sqlx::query_scalar(concat!(
                 "SELECT COUNT(*) FROM files WHERE ($1 IS NULL OR owner = $1) ",
@@ -399,7 +399,7 @@ impl<'a> Files<'a> {
             .bind(filter.owner.as_deref())
             .bind(filter.execution_id)
             .bind(filter.digest_id)
-            .fetch_one(pool)
+            .fetch_one(&mut *pool)
             .await?;
             Ok::<_, sqlx::Error>((items, total))
         })?;

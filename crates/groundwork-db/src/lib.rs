@@ -80,12 +80,12 @@ pub use queue::{
 pub use sessions::{NewSession, Session, Sessions};
 pub use supervisor::{HealthCheck, PoolStats};
 pub use tools::{AgentTool, AttachedTool, Attachment, NewTool, Tool, ToolFilter, ToolPatch, Tools};
-pub use users::{Digests, EmailDigest, NewDigest, NewUser, User, UserFilter, Users};
+pub use users::{Digests, EmailDigest, NewDigest, NewUser, User, UserFilter, UserPatch, Users};
 pub use validate::limits;
 pub use views::{AgentRuntime, Views};
 pub use workflows::{
-    Checkpoint, Execution, ExecutionStatus, Executions, NewWorkflow, Workflow, WorkflowPatch,
-    Workflows,
+    Acquired, Checkpoint, Execution, ExecutionLease, ExecutionStatus, Executions, NewWorkflow,
+    Workflow, WorkflowPatch, Workflows,
 };
 
 impl Database {

@@ -179,7 +179,7 @@ impl<'a> Prompts<'a> {
             .bind(filter.include_inactive)
             .bind(page.limit())
             .bind(page.offset())
-            .fetch_all(pool)
+            .fetch_all(&mut *pool)
             .await?;
             let total: i64 = sqlx::query_scalar(concat!(
                 "SELECT COUNT(*) FROM prompts WHERE ($1 IS NULL OR agent_type = $1) ",
@@ -188,7 +188,7 @@ impl<'a> Prompts<'a> {
             .bind(agent_type)
             .bind(name)
             .bind(filter.include_inactive)
-            .fetch_one(pool)
+            .fetch_one(&mut *pool)
             .await?;
             Ok::<_, sqlx::Error>((items, total))
         })?;

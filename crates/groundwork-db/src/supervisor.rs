@@ -37,6 +37,12 @@ const SUSPICIOUS_AFTER: Duration = Duration::from_millis(250);
 /// Checks asked for by operations run at most this often.
 const MIN_NUDGED_INTERVAL: Duration = Duration::from_millis(250);
 
+/// How long migrating on connect may take before it counts as a failed connection (and is
+/// tried again at the next check). Migrations are not bounded by the operation deadline (a
+/// long one is legitimate), but a connection black-holed mid-migration must not stop the
+/// health task, and the readiness probes waiting on it, for good.
+const MIGRATION_DEADLINE: Duration = Duration::from_secs(300);
+
 /// Settings of the supervisor (part of [`crate::DatabaseOptions`]).
 #[derive(Debug, Clone)]
 pub(crate) struct SupervisorSettings {
@@ -82,9 +88,10 @@ pub struct PoolStats {
     pub min_connections: u32,
     /// Operations running now (waiting for a connection or querying).
     pub in_flight: i64,
-    /// Callers waiting in an explicit acquire (transactions, health checks) now.
+    /// Operations waiting for a pooled connection now.
     pub waiters: i64,
-    /// Explicit acquires done, and their mean and last latency in milliseconds.
+    /// Connections acquired from the pool by operations (every query, transaction and
+    /// SQLite health check).
     pub acquires: u64,
     /// Mean acquire latency, milliseconds.
     pub acquire_mean_ms: f64,
@@ -531,9 +538,8 @@ impl Database {
         macro_rules! check {
             ($pool:expr) => {{
                 use sqlx::{ConnectOptions as _, Connection as _};
-                let started = Instant::now();
+                // A connect of its own, not an acquire: not counted in the pool's figures.
                 let mut conn = $pool.connect_options().connect().await?;
-                self.sup.record_acquire(started.elapsed());
                 sqlx::query("SELECT 1").execute(&mut conn).await?;
                 // Best effort: the check passed whether or not the goodbye does.
                 let _ = conn.close().await;
@@ -620,7 +626,12 @@ impl Database {
         }
         if sup.settings.migrate_on_connect && !sup.migrated.load(Ordering::Acquire) {
             let started = Instant::now();
-            match self.migrate().await {
+            let migrated = tokio::time::timeout(MIGRATION_DEADLINE, self.migrate())
+                .await
+                .unwrap_or(Err(DbError::Timeout {
+                    after: MIGRATION_DEADLINE,
+                }));
+            match migrated {
                 Ok(()) => {
                     sup.migrated.store(true, Ordering::Release);
                     tracing::info!(took_ms = started.elapsed().as_millis(), "database migrated");

@@ -311,13 +311,13 @@ impl<'a> Tools<'a> {
                 .bind(name.as_deref())
                 .bind(page.limit())
                 .bind(page.offset())
-                .fetch_all(pool)
+                .fetch_all(&mut *pool)
                 .await?;
             let total: i64 = sqlx::query_scalar(count_sql)
                 .bind(kind)
                 .bind(filter.is_active)
                 .bind(name.as_deref())
-                .fetch_one(pool)
+                .fetch_one(&mut *pool)
                 .await?;
             Ok::<_, sqlx::Error>((items, total))
         })?;

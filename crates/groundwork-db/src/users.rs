@@ -40,6 +40,36 @@ pub struct NewUser {
     pub name: String,
 }
 
+/// A partial update of a user: absent fields are left alone. Neither field can be cleared
+/// (`null` is refused).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UserPatch {
+    /// New unique e-mail address (`local@domain`, at most 254 characters; stored
+    /// lower-cased).
+    #[serde(default, deserialize_with = "groundwork_core::patch::non_null")]
+    pub email: Option<String>,
+    /// New display name, 1 to 128 characters.
+    #[serde(default, deserialize_with = "groundwork_core::patch::non_null")]
+    pub name: Option<String>,
+}
+
+impl UserPatch {
+    /// The names of the fields this patch sets, in a fixed order.
+    #[must_use]
+    pub fn fields(&self) -> Vec<&'static str> {
+        let mut fields = Vec::new();
+        if self.email.is_some() {
+            fields.push("email");
+        }
+        if self.name.is_some() {
+            fields.push("name");
+        }
+        fields
+    }
+}
+
 /// Filters for [`Users::list`].
 #[derive(Debug, Clone, Default)]
 pub struct UserFilter {
@@ -134,12 +164,12 @@ impl<'a> Users<'a> {
             .bind(email.as_deref())
             .bind(page.limit())
             .bind(page.offset())
-            .fetch_all(pool)
+            .fetch_all(&mut *pool)
             .await?;
             let total: i64 =
                 sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE ($1 IS NULL OR email = $1)")
                     .bind(email.as_deref())
-                    .fetch_one(pool)
+                    .fetch_one(&mut *pool)
                     .await?;
             Ok::<_, sqlx::Error>((items, total))
         })?;
@@ -153,14 +183,7 @@ impl<'a> Users<'a> {
     /// [`DbError::Invalid`] for a malformed address or name, [`DbError::Conflict`] when the
     /// address is taken.
     pub async fn create(&self, actor: &str, new: &NewUser) -> Result<User> {
-        let email = new.email.trim().to_lowercase();
-        validate::text("email", &email, limits::EMAIL)?;
-        if !is_plausible_email(&email) {
-            return Err(DbError::invalid(format!(
-                "email {:?} is not an address of the form local@domain",
-                new.email
-            )));
-        }
+        let email = normalized_email(&new.email)?;
         validate::text("name", &new.name, limits::NAME)?;
         let at = now();
         let user = in_tx!(self.db, |tx, _pg| {
@@ -174,10 +197,7 @@ impl<'a> Users<'a> {
             .bind(at)
             .fetch_one(&mut *tx)
             .await
-            .map_err(|e| {
-                DbError::from(e)
-                    .on_conflict(|| format!("a user with email {email:?} already exists"))
-            })?;
+            .map_err(|e| email_taken(e, &email))?;
             record_audit!(
                 tx,
                 AuditRecord {
@@ -192,6 +212,99 @@ impl<'a> Users<'a> {
         })?;
         Ok(user)
     }
+
+    /// Changes the fields `patch` sets; an empty patch changes nothing and returns the user
+    /// as stored. The e-mail address is normalized as in [`Users::create`].
+    ///
+    /// # Errors
+    /// [`DbError::NotFound`] if there is no user `id`, [`DbError::Invalid`] for a malformed
+    /// address or name, [`DbError::Conflict`] when the address belongs to another user.
+    pub async fn update(&self, actor: &str, id: i64, patch: &UserPatch) -> Result<User> {
+        let fields = patch.fields();
+        let email = patch.email.as_deref().map(normalized_email).transpose()?;
+        if let Some(name) = &patch.name {
+            validate::text("name", name, limits::NAME)?;
+        }
+        if fields.is_empty() {
+            return self.get(id).await;
+        }
+        let at = now();
+        let user = in_tx!(self.db, |tx, _pg| {
+            let user = sqlx::query_as::<_, User>(concat!(
+                "UPDATE users SET email = COALESCE($2, email), name = COALESCE($3, name), ",
+                "updated_at = $4 WHERE id = $1 RETURNING ",
+                user_columns!()
+            ))
+            .bind(id)
+            .bind(email.as_deref())
+            .bind(patch.name.as_deref())
+            .bind(at)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| email_taken(e, email.as_deref().unwrap_or_default()))?
+            .ok_or_else(|| DbError::not_found("user", id))?;
+            record_audit!(
+                tx,
+                AuditRecord {
+                    actor,
+                    action: "user.update",
+                    entity_type: "user",
+                    entity_id: id.to_string(),
+                    details: json!({ "email": user.email, "fields": fields }),
+                }
+            );
+            user
+        })?;
+        Ok(user)
+    }
+
+    /// Deletes the user with `id`, together with their sessions and e-mail digests (files
+    /// attached to those digests stay, detached).
+    ///
+    /// # Errors
+    /// [`DbError::NotFound`] if there is none; [`DbError::Invalid`] if a row that must not
+    /// lose its user still refers to it (no such reference exists in the schema today).
+    pub async fn delete(&self, actor: &str, id: i64) -> Result<()> {
+        in_tx!(self.db, |tx, _pg| {
+            let email: Option<String> =
+                sqlx::query_scalar("DELETE FROM users WHERE id = $1 RETURNING email")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(|e| {
+                        DbError::from(e)
+                            .on_invalid(|| format!("user {id} is still referenced elsewhere"))
+                    })?;
+            let email = email.ok_or_else(|| DbError::not_found("user", id))?;
+            record_audit!(
+                tx,
+                AuditRecord {
+                    actor,
+                    action: "user.delete",
+                    entity_type: "user",
+                    entity_id: id.to_string(),
+                    details: json!({ "email": email }),
+                }
+            );
+        })?;
+        Ok(())
+    }
+}
+
+/// `email` trimmed and lower-cased, checked for length and shape.
+fn normalized_email(email: &str) -> Result<String> {
+    let normalized = email.trim().to_lowercase();
+    validate::text("email", &normalized, limits::EMAIL)?;
+    if !is_plausible_email(&normalized) {
+        return Err(DbError::invalid(format!(
+            "email {email:?} is not an address of the form local@domain"
+        )));
+    }
+    Ok(normalized)
+}
+
+fn email_taken(err: sqlx::Error, email: &str) -> DbError {
+    DbError::from(err).on_conflict(|| format!("a user with email {email:?} already exists"))
 }
 
 fn is_plausible_email(email: &str) -> bool {
@@ -277,7 +390,7 @@ impl<'a> Digests<'a> {
         let (user, items, total) = on_pool!(self.db, |pool| {
             let user: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE id = $1")
                 .bind(user_id)
-                .fetch_optional(pool)
+                .fetch_optional(&mut *pool)
                 .await?;
             let items = sqlx::query_as::<_, EmailDigest>(concat!(
                 "SELECT ",
@@ -288,12 +401,12 @@ impl<'a> Digests<'a> {
             .bind(user_id)
             .bind(page.limit())
             .bind(page.offset())
-            .fetch_all(pool)
+            .fetch_all(&mut *pool)
             .await?;
             let total: i64 =
                 sqlx::query_scalar("SELECT COUNT(*) FROM email_digests WHERE user_id = $1")
                     .bind(user_id)
-                    .fetch_one(pool)
+                    .fetch_one(&mut *pool)
                     .await?;
             Ok::<_, sqlx::Error>((user, items, total))
         })?;

@@ -94,11 +94,11 @@ impl<'a> Views<'a> {
         let (agents, rows) = on_pool!(self.db, |pool| {
             let agents: Vec<i64> = sqlx::query_scalar(agents_sql)
                 .bind(ids)
-                .fetch_all(pool)
+                .fetch_all(&mut *pool)
                 .await?;
             let rows = sqlx::query_as::<_, AgentAttachedRow>(tools_sql)
                 .bind(ids)
-                .fetch_all(pool)
+                .fetch_all(&mut *pool)
                 .await?;
             Ok::<_, sqlx::Error>((agents, rows))
         })?;
@@ -112,10 +112,10 @@ impl<'a> Views<'a> {
     pub async fn tools_of_all(&self) -> Result<HashMap<i64, Vec<AttachedTool>>> {
         let (agents, rows) = on_pool!(self.db, |pool| {
             let agents: Vec<i64> = sqlx::query_scalar("SELECT id FROM agents")
-                .fetch_all(pool)
+                .fetch_all(&mut *pool)
                 .await?;
             let rows = sqlx::query_as::<_, AgentAttachedRow>(attached_select!())
-                .fetch_all(pool)
+                .fetch_all(&mut *pool)
                 .await?;
             Ok::<_, sqlx::Error>((agents, rows))
         })?;

@@ -4485,3 +4485,284 @@ async fn changes_prune_truncates_older_cursors(db: Database) -> anyhow::Result<(
     assert_eq!(db.changes().since(newest, 100).await?.changes.len(), 1);
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------
+// Users: partial update and delete. Declared in a module of their own so that the list at
+// the top of the file stays untouched; each test still runs once per backend
+// (`users_update_delete::sqlite::...`, `users_update_delete::postgres::...`).
+// ---------------------------------------------------------------------------------------
+
+mod users_update_delete {
+    use super::*;
+    use groundwork_db::users::UserPatch;
+
+    conformance! {
+        users_update_partial,
+        users_update_conflicts_and_invalid_input,
+        users_delete_cascades_sessions_and_digests;
+        multi_thread:
+    }
+
+    fn patch(value: serde_json::Value) -> anyhow::Result<UserPatch> {
+        Ok(serde_json::from_value(value)?)
+    }
+
+    async fn users_update_partial(db: Database) -> anyhow::Result<()> {
+        let alice = db.users().create(ACTOR, &user("alice@example.com")).await?;
+        let bob = db.users().create(ACTOR, &user("bob@example.com")).await?;
+        let cursor = db.changes().current_cursor().await?;
+
+        // An empty patch changes nothing, not even `updated_at`, and writes no audit row.
+        let audited = audit_total(&db).await?;
+        assert_eq!(
+            db.users()
+                .update(ACTOR, alice.id, &patch(json!({}))?)
+                .await?,
+            alice
+        );
+        assert_eq!(audit_total(&db).await?, audited);
+
+        // The name alone.
+        let renamed = db
+            .users()
+            .update(ACTOR, alice.id, &patch(json!({ "name": "Alice A." }))?)
+            .await?;
+        assert_eq!(renamed.name, "Alice A.");
+        assert_eq!(renamed.email, alice.email);
+        assert_eq!(renamed.created_at, alice.created_at);
+        ensure!(
+            renamed.updated_at >= alice.updated_at,
+            "updated_at went back: {} < {}",
+            renamed.updated_at,
+            alice.updated_at
+        );
+        assert_eq!(db.users().get(alice.id).await?, renamed);
+        let entry = audit_latest(&db).await?;
+        assert_eq!(entry.actor, ACTOR);
+        assert_eq!(entry.action, "user.update");
+        assert_eq!(entry.entity_type, "user");
+        assert_eq!(entry.entity_id, Some(alice.id.to_string()));
+        assert_eq!(entry.details["fields"], json!(["name"]));
+        assert_eq!(audit_total(&db).await?, audited + 1);
+
+        // The address alone, normalized as on create; the user's own address in another
+        // case is not a conflict.
+        let moved = db
+            .users()
+            .update(
+                ACTOR,
+                alice.id,
+                &patch(json!({ "email": "  Alice@New.Example " }))?,
+            )
+            .await?;
+        assert_eq!(moved.email, "alice@new.example");
+        assert_eq!(moved.name, "Alice A.");
+        let same = db
+            .users()
+            .update(
+                ACTOR,
+                alice.id,
+                &patch(json!({ "email": "ALICE@new.example" }))?,
+            )
+            .await?;
+        assert_eq!(same.email, "alice@new.example");
+        let listed = db
+            .users()
+            .list(
+                &UserFilter {
+                    email: Some("alice@new.example".into()),
+                },
+                Page::default(),
+            )
+            .await?;
+        assert_eq!(listed.total, 1);
+        assert_eq!(listed.items[0].id, alice.id);
+
+        // Both fields at once; the other user is untouched.
+        let both = db
+            .users()
+            .update(
+                ACTOR,
+                alice.id,
+                &patch(json!({ "email": "a@example.org", "name": "A" }))?,
+            )
+            .await?;
+        assert_eq!(
+            (both.email.as_str(), both.name.as_str()),
+            ("a@example.org", "A")
+        );
+        assert_eq!(db.users().get(bob.id).await?, bob);
+        let entry = audit_latest(&db).await?;
+        assert_eq!(entry.details["fields"], json!(["email", "name"]));
+        assert_eq!(entry.details["email"], json!("a@example.org"));
+
+        // Users are not tracked by the change log.
+        assert_eq!(db.changes().current_cursor().await?, cursor);
+        Ok(())
+    }
+
+    async fn users_update_conflicts_and_invalid_input(db: Database) -> anyhow::Result<()> {
+        let alice = db.users().create(ACTOR, &user("alice@example.com")).await?;
+        let bob = db.users().create(ACTOR, &user("bob@example.com")).await?;
+        let audited = audit_total(&db).await?;
+
+        // Bob's address, in any case, is taken.
+        for email in ["bob@example.com", " BOB@Example.com"] {
+            match db
+                .users()
+                .update(ACTOR, alice.id, &patch(json!({ "email": email }))?)
+                .await
+            {
+                Err(DbError::Conflict { message, .. }) => {
+                    ensure!(message.contains("bob@example.com"), "message {message:?}");
+                }
+                other => anyhow::bail!("expected Conflict for {email:?}, got {other:?}"),
+            }
+        }
+        for email in [
+            "",
+            "not-an-email",
+            "@example.com",
+            "a b@example.com",
+            "a@b@c",
+        ] {
+            match db
+                .users()
+                .update(ACTOR, alice.id, &patch(json!({ "email": email }))?)
+                .await
+            {
+                Err(DbError::Invalid { .. }) => {}
+                other => anyhow::bail!("expected Invalid for email {email:?}, got {other:?}"),
+            }
+        }
+        let long_email = format!("{}@example.com", "a".repeat(limits::EMAIL));
+        expect_err!(
+            Invalid,
+            db.users()
+                .update(ACTOR, alice.id, &patch(json!({ "email": long_email }))?)
+                .await
+        );
+        expect_err!(
+            Invalid,
+            db.users()
+                .update(ACTOR, alice.id, &patch(json!({ "name": "" }))?)
+                .await
+        );
+        let long_name = "n".repeat(limits::NAME + 1);
+        expect_err!(
+            Invalid,
+            db.users()
+                .update(ACTOR, alice.id, &patch(json!({ "name": long_name }))?)
+                .await
+        );
+        // An invalid field fails the whole patch, even next to a valid one.
+        expect_err!(
+            Invalid,
+            db.users()
+                .update(
+                    ACTOR,
+                    alice.id,
+                    &patch(json!({ "name": "Fine", "email": "nope" }))?
+                )
+                .await
+        );
+
+        // Unknown ids, with and without fields.
+        let unknown = bob.id + 10_000;
+        match db
+            .users()
+            .update(ACTOR, unknown, &patch(json!({ "name": "Ghost" }))?)
+            .await
+        {
+            Err(DbError::NotFound { entity, id }) => {
+                assert_eq!((entity, id), ("user", unknown.to_string()));
+            }
+            other => anyhow::bail!("expected NotFound, got {other:?}"),
+        }
+        expect_err!(
+            NotFound,
+            db.users().update(ACTOR, unknown, &patch(json!({}))?).await
+        );
+
+        // `null` and unknown fields never reach the repository.
+        ensure!(patch(json!({ "name": null })).is_err());
+        ensure!(patch(json!({ "email": null })).is_err());
+        ensure!(patch(json!({ "id": 3 })).is_err());
+
+        // Nothing failed half-way: both users as they were, no audit row written.
+        assert_eq!(db.users().get(alice.id).await?, alice);
+        assert_eq!(db.users().get(bob.id).await?, bob);
+        assert_eq!(audit_total(&db).await?, audited);
+        Ok(())
+    }
+
+    async fn users_delete_cascades_sessions_and_digests(db: Database) -> anyhow::Result<()> {
+        let gone = db.users().create(ACTOR, &user("gone@example.com")).await?;
+        let kept = db.users().create(ACTOR, &user("kept@example.com")).await?;
+        let assistant = db.agents().create(ACTOR, &agent("assistant")).await?;
+        let expires = now() + Duration::hours(1);
+        let mut sessions = Vec::new();
+        for owner in [gone.id, kept.id] {
+            let session = db
+                .sessions()
+                .create(&NewSession {
+                    user_id: owner,
+                    agent_id: Some(assistant.id),
+                    metadata: json!({}),
+                    expires_at: expires,
+                })
+                .await?;
+            sessions.push(session.id);
+            db.digests().create(ACTOR, owner, &digest("weekly")).await?;
+        }
+        let cursor = db.changes().current_cursor().await?;
+
+        db.users().delete(ACTOR, gone.id).await?;
+        let entry = audit_latest(&db).await?;
+        assert_eq!(entry.actor, ACTOR);
+        assert_eq!(entry.action, "user.delete");
+        assert_eq!(entry.entity_type, "user");
+        assert_eq!(entry.entity_id, Some(gone.id.to_string()));
+        assert_eq!(entry.details["email"], json!("gone@example.com"));
+
+        expect_err!(NotFound, db.users().get(gone.id).await);
+        expect_err!(
+            NotFound,
+            db.digests().recent(gone.id, Page::default()).await
+        );
+        expect_err!(NotFound, db.sessions().get_active(sessions[0]).await);
+        // A second delete finds nothing and records nothing.
+        let audited = audit_total(&db).await?;
+        match db.users().delete(ACTOR, gone.id).await {
+            Err(DbError::NotFound { entity, id }) => {
+                assert_eq!((entity, id), ("user", gone.id.to_string()));
+            }
+            other => anyhow::bail!("expected NotFound, got {other:?}"),
+        }
+        expect_err!(NotFound, db.users().delete(ACTOR, kept.id + 10_000).await);
+        assert_eq!(audit_total(&db).await?, audited);
+
+        // The other user, their session and digest, and the agent stay.
+        assert_eq!(db.users().get(kept.id).await?, kept);
+        assert_eq!(
+            db.sessions().get_active(sessions[1]).await?.user_id,
+            kept.id
+        );
+        assert_eq!(
+            db.digests().recent(kept.id, Page::default()).await?.total,
+            1
+        );
+        assert_eq!(db.agents().get(assistant.id).await?.id, assistant.id);
+        let all = db
+            .users()
+            .list(&UserFilter::default(), Page::default())
+            .await?;
+        assert_eq!(all.total, 1);
+
+        // The address is free again.
+        let again = db.users().create(ACTOR, &user("gone@example.com")).await?;
+        ensure!(again.id != gone.id, "ids are not reused");
+        assert_eq!(db.changes().current_cursor().await?, cursor);
+        Ok(())
+    }
+}

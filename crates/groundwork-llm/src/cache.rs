@@ -159,6 +159,26 @@ fn take_part<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
     take(rest, len)
 }
 
+/// Where a [`ResponseCache::lookup`] found its completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CacheLevel {
+    /// This instance's memory.
+    Memory,
+    /// Redis (the completion is kept in memory from then on).
+    Redis,
+}
+
+impl CacheLevel {
+    /// `memory` or `redis`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Redis => "redis",
+        }
+    }
+}
+
 /// Settings of a [`ResponseCache`].
 #[derive(Debug, Clone)]
 #[must_use]
@@ -596,6 +616,15 @@ impl ResponseCache {
     /// any and not expired: from memory, else from Redis (kept in memory then). Never fails:
     /// a Redis failure is a miss.
     pub async fn get(&self, namespace: &str, key: &CacheKey) -> Option<Arc<CachedCompletion>> {
+        self.lookup(namespace, key).await.map(|(entry, _)| entry)
+    }
+
+    /// As [`get`](Self::get), with the level the completion was found in.
+    pub async fn lookup(
+        &self,
+        namespace: &str,
+        key: &CacheKey,
+    ) -> Option<(Arc<CachedCompletion>, CacheLevel)> {
         let key = EntryKey {
             namespace: Arc::from(namespace),
             key: key.clone(),
@@ -603,24 +632,24 @@ impl ResponseCache {
         let found = match self.memory.peek(&key) {
             Some(entry) => {
                 self.counters.hits_memory.fetch_add(1, Ordering::Relaxed);
-                Some(entry)
+                Some((entry, CacheLevel::Memory))
             }
             None => match self.memory.get(&key).await {
                 Ok(Some(entry)) => {
                     self.counters.hits_redis.fetch_add(1, Ordering::Relaxed);
-                    Some(entry)
+                    Some((entry, CacheLevel::Redis))
                 }
                 Ok(None) | Err(_) => None,
             },
         };
         match found {
-            Some(entry) if entry.expired_at(unix_now()) => {
+            Some((entry, _)) if entry.expired_at(unix_now()) => {
                 self.counters.expired.fetch_add(1, Ordering::Relaxed);
                 self.counters.misses.fetch_add(1, Ordering::Relaxed);
                 self.memory.invalidate(&key);
                 None
             }
-            Some(entry) => Some(entry),
+            Some(found) => Some(found),
             None => {
                 self.counters.misses.fetch_add(1, Ordering::Relaxed);
                 None

@@ -14,13 +14,16 @@
 //!   of an overloaded or unreachable server (500, 502, 503, 504, and 520–529 of CDNs and
 //!   providers), connection failures and timeouts. The wait before a retry is the longer of
 //!   the backoff delay and the answer's `Retry-After` (seconds or HTTP date; `retry-after-ms`
-//!   is read too); an answer asking for more than [`ClientOptions::max_retry_after`] is
-//!   returned at once. Other 4xx answers are never retried. A stream is retried only until
-//!   its first event, never once the caller has something.
+//!   is read too); an answer asking for more than [`ClientOptions::max_retry_after`], or for
+//!   a wait that would end past the call's total timeout, is returned at once. Other 4xx
+//!   answers are never retried. A stream is retried only until its first event, never once
+//!   the caller has something.
 //! - **Errors are passed on**: a non-2xx answer becomes [`LlmError::Upstream`] with its
 //!   status, body, content type and `Retry-After`, for a proxy to forward verbatim.
-//! - **Timeouts**: a whole non-streaming attempt ([`ClientOptions::timeout`]); for a stream,
-//!   its first event ([`ClientOptions::first_event_timeout`]) and every silence after it
+//! - **Timeouts**: the whole call, every attempt and wait included
+//!   ([`ClientOptions::total_timeout`], until the first event for a stream); a whole
+//!   non-streaming attempt ([`ClientOptions::timeout`]); for a stream, its first event
+//!   ([`ClientOptions::first_event_timeout`]) and every silence after it
 //!   ([`ClientOptions::idle_timeout`]).
 //! - **A breaker per upstream host** (`llm:<host>`): while it is open, calls fail at once
 //!   with [`LlmError::CircuitOpen`]. Only 429, 5xx outages, connection failures and
@@ -99,6 +102,7 @@ use reqwest::header::{
 use reqwest::{StatusCode, Url};
 use serde::ser::{Serialize, SerializeMap as _, Serializer};
 use serde_json::{Map, Value};
+use tokio::time::Instant;
 
 pub use error::{LlmError, StreamCut, TimeoutStage};
 pub use options::ClientOptions;
@@ -107,6 +111,16 @@ pub use stats::LlmClientStats;
 pub use stream::EventStream;
 
 use stats::{Counters, bump};
+
+/// Parses `bytes` as a whole event stream, appending its events to `out` (for the tests of
+/// other modules).
+#[cfg(test)]
+pub(crate) fn sse_parser_for_tests(bytes: &[u8], out: &mut std::collections::VecDeque<SseEvent>) {
+    let mut parser = sse::SseParser::new();
+    let fed = parser.feed(bytes, out);
+    assert!(fed.is_ok(), "an event too large");
+    out.extend(parser.finish());
+}
 use stream::EventReader;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -230,7 +244,8 @@ impl LlmClient {
     /// - [`LlmError::Upstream`] for a non-2xx answer (after the last attempt for a retryable
     ///   one, or at once when its `Retry-After` is over the limit).
     /// - [`LlmError::Transport`] or [`LlmError::Timeout`] when the last attempt could not
-    ///   connect or ran out of time.
+    ///   connect or ran out of time (its own, or the call's
+    ///   [total timeout](ClientOptions::total_timeout)).
     /// - [`LlmError::CircuitOpen`] when the upstream's breaker is open (nothing is sent).
     /// - [`LlmError::InvalidRequest`] when `body` is not a JSON object;
     ///   [`LlmError::InvalidUpstream`] when the base URL or key are unusable.
@@ -241,8 +256,10 @@ impl LlmClient {
     ) -> Result<UpstreamReply, LlmError> {
         bump(&self.inner.counters.calls);
         let prepared = self.prepare(upstream, body, false)?;
-        self.run(&prepared.breaker, || self.complete_once(&prepared))
-            .await
+        self.run(&prepared.breaker, |deadline| {
+            self.complete_once(&prepared, deadline)
+        })
+        .await
     }
 
     /// Sends a chat completions request with `"stream": true` and returns its events as they
@@ -263,7 +280,9 @@ impl LlmClient {
         bump(&counters.stream_calls);
         let prepared = self.prepare(upstream, body, true)?;
         let reader = self
-            .run(&prepared.breaker, || self.stream_once(&prepared))
+            .run(&prepared.breaker, |deadline| {
+                self.stream_once(&prepared, deadline)
+            })
             .await?;
         Ok(EventStream::new(
             reader,
@@ -392,14 +411,17 @@ impl LlmClient {
         })
     }
 
-    /// Runs `attempt` under the breaker, retrying outages per the options.
+    /// Runs `attempt` under the breaker, retrying outages per the options, all within the
+    /// total timeout: `attempt` gets the call's deadline and must end by it.
     async fn run<T, F, Fut>(&self, breaker: &CircuitBreaker, mut attempt: F) -> Result<T, LlmError>
     where
-        F: FnMut() -> Fut,
+        F: FnMut(Instant) -> Fut,
         Fut: Future<Output = Result<T, LlmError>>,
     {
         let inner = &*self.inner;
         let counters = &inner.counters;
+        // Capped at a year, so that the addition cannot overflow.
+        let deadline = Instant::now() + inner.options.total_timeout.min(STREAM_REQUEST_LIMIT);
         let mut backoff = inner.options.retry.backoff();
         let mut last = None;
         loop {
@@ -412,7 +434,7 @@ impl LlmClient {
                 }
             };
             bump(&counters.attempts);
-            let err = match attempt().await {
+            let err = match attempt(deadline).await {
                 Ok(value) => {
                     permit.success();
                     return Ok(value);
@@ -436,10 +458,31 @@ impl LlmClient {
                 );
                 return Err(err);
             }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if retry_after.is_some_and(|wait| wait >= left) {
+                tracing::debug!(
+                    breaker = breaker.name(),
+                    error = %err,
+                    ?retry_after,
+                    ?left,
+                    "not retrying: Retry-After ends past the total timeout"
+                );
+                return Err(err);
+            }
             let Some(delay) = backoff.next() else {
                 return Err(err);
             };
             let wait = delay.max(retry_after.unwrap_or(Duration::ZERO));
+            if wait >= left {
+                tracing::debug!(
+                    breaker = breaker.name(),
+                    error = %err,
+                    ?wait,
+                    ?left,
+                    "not retrying: no time left within the total timeout"
+                );
+                return Err(err);
+            }
             tracing::debug!(
                 breaker = breaker.name(),
                 error = %err,
@@ -461,9 +504,15 @@ impl LlmClient {
             .timeout(timeout)
     }
 
-    /// One non-streaming attempt: the answer, whole, within the timeout.
-    async fn complete_once(&self, prepared: &Prepared) -> Result<UpstreamReply, LlmError> {
-        let limit = self.inner.options.timeout;
+    /// One non-streaming attempt: the answer, whole, within the attempt timeout and by the
+    /// call's `deadline`.
+    async fn complete_once(
+        &self,
+        prepared: &Prepared,
+        deadline: Instant,
+    ) -> Result<UpstreamReply, LlmError> {
+        let (limit, stage) =
+            attempt_limit(self.inner.options.timeout, TimeoutStage::Request, deadline);
         let request = self.request(prepared, limit.saturating_add(TIMEOUT_MARGIN));
         let attempt = async {
             let _slot = Self::slot(prepared).await?;
@@ -480,16 +529,23 @@ impl LlmClient {
                 body,
             })
         };
-        timeout(limit, attempt).await.unwrap_or_else(|source| {
-            Err(LlmError::Timeout {
-                stage: TimeoutStage::Request,
-                source,
-            })
-        })
+        timeout(limit, attempt)
+            .await
+            .unwrap_or_else(|source| Err(LlmError::Timeout { stage, source }))
     }
 
-    /// One streaming attempt: the response, with its first event read.
-    async fn stream_once(&self, prepared: &Prepared) -> Result<EventReader, LlmError> {
+    /// One streaming attempt: the response, with its first event read, within the
+    /// first-event timeout and by the call's `deadline`.
+    async fn stream_once(
+        &self,
+        prepared: &Prepared,
+        deadline: Instant,
+    ) -> Result<EventReader, LlmError> {
+        let (limit, stage) = attempt_limit(
+            self.inner.options.first_event_timeout,
+            TimeoutStage::FirstEvent,
+            deadline,
+        );
         let request = self.request(prepared, STREAM_REQUEST_LIMIT);
         let attempt = async {
             let slot = Self::slot(prepared).await?;
@@ -520,14 +576,9 @@ impl LlmClient {
             })?;
             Ok(reader)
         };
-        timeout(self.inner.options.first_event_timeout, attempt)
+        timeout(limit, attempt)
             .await
-            .unwrap_or_else(|source| {
-                Err(LlmError::Timeout {
-                    stage: TimeoutStage::FirstEvent,
-                    source,
-                })
-            })
+            .unwrap_or_else(|source| Err(LlmError::Timeout { stage, source }))
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, LlmError> {
@@ -536,6 +587,22 @@ impl LlmClient {
             .send(request)
             .await
             .map_err(|source| LlmError::Transport { source })
+    }
+}
+
+/// The time limit of one attempt and the stage named when it runs out: the attempt's own
+/// `limit` (`stage`), or what is left before the call's `deadline` when that is shorter
+/// ([`TimeoutStage::Total`]).
+fn attempt_limit(
+    limit: Duration,
+    stage: TimeoutStage,
+    deadline: Instant,
+) -> (Duration, TimeoutStage) {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left < limit {
+        (left, TimeoutStage::Total)
+    } else {
+        (limit, stage)
     }
 }
 

@@ -6,10 +6,16 @@
 //!   chunk (no artificial delays), a stored non-streaming completion is cut into a stream
 //!   when a stream is asked for, and a recorded stream is assembled into a completion when
 //!   one is asked for.
+//! - A streamed hit honours the request's own `stream_options.include_usage` (a transport
+//!   field, not part of the key): the final usage chunk (`"choices": []`) is replayed only
+//!   when asked for; when it is asked for and the stored answer has no usage (it was
+//!   recorded from a stream that did not ask), the request is a miss that goes upstream and
+//!   refreshes the entry.
 //! - A miss calls the upstream once for every identical request in flight (same canonical
-//!   key, same form). A streaming miss forwards each event to every waiting client as it
-//!   arrives ([`Recording`]) and is stored only when complete: `[DONE]` received and every
-//!   choice finished. Errors, truncated and aborted streams are never stored.
+//!   key, same form, and for streams the same `include_usage`). A streaming miss forwards
+//!   each event to every waiting client as it arrives ([`Recording`]) and is stored only
+//!   when complete: `[DONE]` received and every choice finished. Errors, truncated and
+//!   aborted streams are never stored.
 //! - Upstream errors are passed on with their status and body.
 
 use std::collections::HashMap;
@@ -21,10 +27,11 @@ use futures_util::future::{BoxFuture, Shared};
 use futures_util::stream::{self, BoxStream};
 use futures_util::{FutureExt as _, StreamExt as _};
 use groundwork_core::{Classify, ErrorKind};
-use serde::Serialize;
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::cache::{CachedCompletion, ResponseCache};
+use crate::cache::{CacheLevel, CachedCompletion, ResponseCache};
 use crate::client::{LlmClient, LlmError, SseEvent, Upstream, UpstreamReply};
 use crate::key::{CacheKey, cache_key, is_deterministic};
 use crate::policy::{CachePolicy, CacheStatus};
@@ -38,13 +45,15 @@ pub struct GatewayOptions {
 }
 
 impl GatewayOptions {
-    /// Defaults: non-deterministic requests (temperature above 0 without a seed) bypass
-    /// the cache.
+    /// Defaults: non-deterministic requests bypass the cache: those without a `seed` whose
+    /// `temperature` is not an explicit 0 (absent means the provider's default, 1 for
+    /// OpenAI; see [`is_deterministic`]).
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Cache non-deterministic requests too (then every such request gets the same answer).
+    /// Cache non-deterministic requests too (then every such request gets the same answer):
+    /// requests with a temperature above 0 or none at all, without a seed.
     pub fn cache_nondeterministic(mut self, cache: bool) -> Self {
         self.cache_nondeterministic = cache;
         self
@@ -149,15 +158,22 @@ struct StreamFlight {
     failed_early: Mutex<Option<Arc<LlmError>>>,
 }
 
+/// A streaming flight's identity: the cache key and whether the usage chunk was asked for
+/// (`stream_options.include_usage`), which the key leaves out but the stream's end depends
+/// on.
+type StreamKey = (CacheKey, bool);
+
 #[derive(Default)]
 struct Flights {
     complete: HashMap<CacheKey, Shared<BoxFuture<'static, Completed>>>,
-    streams: HashMap<CacheKey, Arc<StreamFlight>>,
+    streams: HashMap<StreamKey, Arc<StreamFlight>>,
 }
 
 #[derive(Default)]
 struct Counters {
     hits: AtomicU64,
+    hits_memory: AtomicU64,
+    hits_redis: AtomicU64,
     misses: AtomicU64,
     bypasses: AtomicU64,
     upstream_calls: AtomicU64,
@@ -170,7 +186,11 @@ struct Counters {
 pub struct GatewayStats {
     /// Requests answered from the cache.
     pub hits: u64,
-    /// Requests answered by the upstream for want of a cached answer.
+    /// Of those, answered from this instance's memory.
+    pub hits_memory: u64,
+    /// Of those, answered from Redis.
+    pub hits_redis: u64,
+    /// Requests answered by the upstream for want of a (usable) cached answer.
     pub misses: u64,
     /// Requests that did not use the cache.
     pub bypasses: u64,
@@ -180,6 +200,33 @@ pub struct GatewayStats {
     pub coalesced: u64,
     /// Upstream answers not stored (errors, truncated streams, incomplete completions).
     pub not_stored: u64,
+}
+
+impl GatewayStats {
+    /// Exports these figures through the `metrics` facade as counters:
+    /// `groundwork_llm_proxy_hits_total` (labelled `level=memory|redis`) and
+    /// `groundwork_llm_proxy_{misses,bypasses,upstream_calls,coalesced,not_stored}_total`.
+    pub fn publish(&self) {
+        for (level, value) in [
+            (CacheLevel::Memory, self.hits_memory),
+            (CacheLevel::Redis, self.hits_redis),
+        ] {
+            metrics::counter!("groundwork_llm_proxy_hits_total", "level" => level.as_str())
+                .absolute(value);
+        }
+        for (name, value) in [
+            ("groundwork_llm_proxy_misses_total", self.misses),
+            ("groundwork_llm_proxy_bypasses_total", self.bypasses),
+            (
+                "groundwork_llm_proxy_upstream_calls_total",
+                self.upstream_calls,
+            ),
+            ("groundwork_llm_proxy_coalesced_total", self.coalesced),
+            ("groundwork_llm_proxy_not_stored_total", self.not_stored),
+        ] {
+            metrics::counter!(name).absolute(value);
+        }
+    }
 }
 
 /// The caching proxy's core (see the [module documentation](self)). Cheap to clone.
@@ -205,15 +252,58 @@ impl std::fmt::Debug for Gateway {
     }
 }
 
+/// The SSE frame of one event's data: a `data: ` line per line of `data` (the parser joined
+/// an event's `data:` lines with `\n`, so this gives back an event that parses to the same
+/// data), then the blank line that ends the event.
 fn sse_frame(data: &[u8]) -> Bytes {
-    let mut frame = Vec::with_capacity(data.len() + 8);
-    frame.extend_from_slice(b"data: ");
-    frame.extend_from_slice(data);
-    frame.extend_from_slice(b"\n\n");
+    const FIELD: &[u8] = b"data: ";
+    let lines = data.iter().filter(|&&byte| byte == b'\n').count() + 1;
+    let mut frame = Vec::with_capacity(data.len() + lines * (FIELD.len() + 1) + 1);
+    for line in data.split(|&byte| byte == b'\n') {
+        frame.extend_from_slice(FIELD);
+        frame.extend_from_slice(line);
+        frame.push(b'\n');
+    }
+    frame.push(b'\n');
     Bytes::from(frame)
 }
 
 const DONE_FRAME: &[u8] = b"data: [DONE]\n\n";
+
+/// Whether a streaming request asks for the final usage chunk
+/// (`"stream_options": {"include_usage": true}`).
+fn wants_usage(body: &Value) -> bool {
+    body.get("stream_options")
+        .and_then(|options| options.get("include_usage"))
+        .and_then(Value::as_bool)
+        == Some(true)
+}
+
+/// The fields of a chunk or completion that say whether it carries usage.
+#[derive(Deserialize)]
+struct UsageShape {
+    /// `None` when absent or `null`.
+    usage: Option<IgnoredAny>,
+    /// `None` when absent or `null`.
+    choices: Option<Vec<IgnoredAny>>,
+}
+
+fn usage_shape(json: &[u8]) -> Option<UsageShape> {
+    serde_json::from_slice(json).ok()
+}
+
+/// Whether a stored completion carries `usage`.
+fn has_usage(completion: &[u8]) -> bool {
+    usage_shape(completion).is_some_and(|shape| shape.usage.is_some())
+}
+
+/// Whether `chunk` is the usage chunk that ends a stream asked for with `include_usage`: no
+/// choices, and the usage.
+fn is_usage_chunk(chunk: &[u8]) -> bool {
+    usage_shape(chunk).is_some_and(|shape| {
+        shape.usage.is_some() && shape.choices.is_some_and(|choices| choices.is_empty())
+    })
+}
 
 /// Whether a non-streaming answer may be stored: a JSON object whose choices all finished.
 fn storable_completion(body: &[u8]) -> bool {
@@ -277,6 +367,8 @@ impl Gateway {
         let c = &self.inner.counters;
         GatewayStats {
             hits: c.hits.load(Ordering::Relaxed),
+            hits_memory: c.hits_memory.load(Ordering::Relaxed),
+            hits_redis: c.hits_redis.load(Ordering::Relaxed),
             misses: c.misses.load(Ordering::Relaxed),
             bypasses: c.bypasses.load(Ordering::Relaxed),
             upstream_calls: c.upstream_calls.load(Ordering::Relaxed),
@@ -303,6 +395,7 @@ impl Gateway {
             ));
         }
         let streaming = body.get("stream").and_then(Value::as_bool) == Some(true);
+        let usage = streaming && wants_usage(&body);
         if !self.inner.options.cache_nondeterministic && !is_deterministic(&body) {
             policy = CachePolicy::default();
         }
@@ -314,10 +407,22 @@ impl Gateway {
         }
         let key = cache_key(&tenant, &body).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
         if policy.lookup
-            && let Some(entry) = self.inner.cache.get(&tenant, &key).await
+            && let Some((entry, level)) = self.inner.cache.lookup(&tenant, &key).await
         {
-            self.inner.counters.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(reply_from_cache(&entry, streaming));
+            if usage && !has_usage(&entry.completion) {
+                // The stored answer cannot end the stream with the usage asked for: a miss,
+                // whose answer (with its usage) replaces the entry.
+                tracing::debug!("LLM cache: stored answer without the usage asked for; refreshing");
+            } else {
+                let counters = &self.inner.counters;
+                counters.hits.fetch_add(1, Ordering::Relaxed);
+                match level {
+                    CacheLevel::Memory => &counters.hits_memory,
+                    CacheLevel::Redis => &counters.hits_redis,
+                }
+                .fetch_add(1, Ordering::Relaxed);
+                return Ok(reply_from_cache(&entry, streaming, usage));
+            }
         }
         self.inner.counters.misses.fetch_add(1, Ordering::Relaxed);
         self.answer_from_upstream(
@@ -346,7 +451,8 @@ impl Gateway {
             ttl: self.inner.cache.options().ttl_for(policy.ttl),
         });
         if streaming {
-            self.stream_from_upstream(store, body, cache).await
+            let usage = wants_usage(&body);
+            self.stream_from_upstream(store, body, usage, cache).await
         } else {
             let reply = self
                 .complete_from_upstream(store, body)
@@ -457,12 +563,14 @@ impl Gateway {
         &self,
         store: Option<StoreAs>,
         body: Value,
+        usage: bool,
         cache: CacheStatus,
     ) -> Result<ChatReply, GatewayError> {
         let flight = match &store {
             Some(store) => {
                 let mut flights = self.flights();
-                match flights.streams.get(&store.key) {
+                let stream_key = (store.key.clone(), usage);
+                match flights.streams.get(&stream_key) {
                     Some(flight) => {
                         self.inner
                             .counters
@@ -471,15 +579,13 @@ impl Gateway {
                         Arc::clone(flight)
                     }
                     None => {
-                        let flight = self.start_stream(Some(store.clone()), body);
-                        flights
-                            .streams
-                            .insert(store.key.clone(), Arc::clone(&flight));
+                        let flight = self.start_stream(Some(store.clone()), body, usage);
+                        flights.streams.insert(stream_key, Arc::clone(&flight));
                         flight
                     }
                 }
             }
-            None => self.start_stream(None, body),
+            None => self.start_stream(None, body, usage),
         };
         // Wait for the first event (or the end): an upstream that fails before sending
         // anything is answered as an error with its status, not as an empty stream.
@@ -519,7 +625,9 @@ impl Gateway {
         })
     }
 
-    fn start_stream(&self, store: Option<StoreAs>, body: Value) -> Arc<StreamFlight> {
+    /// Starts the upstream stream of a flight; `usage` is its request's `include_usage`, part
+    /// of the flight's identity.
+    fn start_stream(&self, store: Option<StoreAs>, body: Value, usage: bool) -> Arc<StreamFlight> {
         let flight = Arc::new(StreamFlight {
             recording: Recording::new(),
             failed_early: Mutex::new(None),
@@ -581,7 +689,7 @@ impl Gateway {
                 inner.counters.not_stored.fetch_add(1, Ordering::Relaxed);
             }
             if let Some(store) = store {
-                gateway.flights().streams.remove(&store.key);
+                gateway.flights().streams.remove(&(store.key, usage));
             }
         });
         flight
@@ -608,8 +716,9 @@ struct StoreAs {
     ttl: std::time::Duration,
 }
 
-/// The answer a cached entry gives, in the form asked for.
-fn reply_from_cache(entry: &CachedCompletion, streaming: bool) -> ChatReply {
+/// The answer a cached entry gives, in the form asked for; a stream ends with its usage
+/// chunk only when `usage` (`include_usage`) asks for it.
+fn reply_from_cache(entry: &CachedCompletion, streaming: bool, usage: bool) -> ChatReply {
     if !streaming {
         return ChatReply::Json {
             status: 200,
@@ -618,12 +727,15 @@ fn reply_from_cache(entry: &CachedCompletion, streaming: bool) -> ChatReply {
             cache: CacheStatus::Hit,
         };
     }
-    let chunks: Vec<Bytes> = match &entry.chunks {
+    let mut chunks: Vec<Bytes> = match &entry.chunks {
         Some(chunks) => chunks.to_vec(),
         // Stored from a non-streaming answer; it was checked when stored, so this cannot
         // fail short of a corrupted entry, which then replays as an empty stream.
         None => synthesize(&entry.completion).unwrap_or_default(),
     };
+    if !usage && chunks.last().is_some_and(|last| is_usage_chunk(last)) {
+        chunks.pop();
+    }
     let frames = chunks
         .into_iter()
         .map(|chunk| Ok(sse_frame(&chunk)))
@@ -631,5 +743,38 @@ fn reply_from_cache(entry: &CachedCompletion, streaming: bool) -> ChatReply {
     ChatReply::Stream {
         frames: stream::iter(frames).boxed(),
         cache: CacheStatus::Hit,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+    use crate::client::sse_parser_for_tests as parse;
+
+    #[test]
+    fn frames_parse_back_to_their_data() {
+        for data in [
+            &b"{\"a\":1}"[..],
+            b"first line\nsecond line",
+            b"a\n\nb",
+            b" leading space\n",
+            b"\nx",
+        ] {
+            let frame = sse_frame(data);
+            assert!(frame.ends_with(b"\n\n"), "{frame:?}");
+            for line in frame.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                assert!(line.starts_with(b"data: "), "{frame:?}");
+            }
+            let mut events = VecDeque::new();
+            parse(&frame, &mut events);
+            assert_eq!(
+                events,
+                [SseEvent::Data(Bytes::copy_from_slice(data))],
+                "{frame:?}"
+            );
+        }
+        assert_eq!(&sse_frame(b"{}")[..], b"data: {}\n\n");
     }
 }

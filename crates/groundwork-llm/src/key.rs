@@ -254,22 +254,26 @@ fn hash_part(hasher: &mut Sha256, part: &[u8]) {
     hasher.update(part);
 }
 
-/// Whether `request` asks for a reproducible answer: `temperature` is absent, `null` or zero
-/// (in any spelling: `0`, `0.0`, `-0`, `0e3`), or a non-null `seed` is given.
+/// Whether `request` asks for a reproducible answer: it gives a non-null `seed`, or an
+/// explicit `temperature` of zero (in any spelling: `0`, `0.0`, `-0`, `0e3`).
 ///
 /// The proxy caches other requests only when its "cache non-deterministic requests" setting
-/// is on (it is off by default). A request that leaves `temperature` out states no wish for
-/// varied answers and counts as deterministic, although OpenAI's own default temperature is
-/// 1; callers that want stricter rules can inspect `temperature` themselves. A body that is
-/// not a JSON object is not deterministic (it cannot be keyed anyway).
+/// is on (it is off by default). A request that leaves `temperature` out, or sends `null`,
+/// gets the provider's default, which is 1 for OpenAI: it samples, so it is **not**
+/// deterministic. `n` does not change the verdict: at temperature 0 the `n` choices are all
+/// the greedy answer, and with a seed the provider reproduces all of them; without either,
+/// `n > 1` asks for several different samples and is not deterministic anyway. A body that
+/// is not a JSON object is not deterministic (it cannot be keyed anyway).
 ///
 /// ```
 /// use groundwork_llm::key::is_deterministic;
 /// use serde_json::json;
 ///
-/// assert!(is_deterministic(&json!({"model": "m"})));
 /// assert!(is_deterministic(&json!({"model": "m", "temperature": 0.0})));
 /// assert!(is_deterministic(&json!({"model": "m", "temperature": 0.7, "seed": 7})));
+/// assert!(is_deterministic(&json!({"model": "m", "seed": 7})));
+/// assert!(is_deterministic(&json!({"model": "m", "temperature": 0, "n": 3})));
+/// assert!(!is_deterministic(&json!({"model": "m"})), "the provider's default is 1");
 /// assert!(!is_deterministic(&json!({"model": "m", "temperature": 0.7})));
 /// ```
 #[must_use]
@@ -281,9 +285,8 @@ pub fn is_deterministic(request: &Value) -> bool {
         return true;
     }
     match fields.get("temperature") {
-        None | Some(Value::Null) => true,
         Some(Value::Number(temperature)) => temperature.as_f64().is_some_and(|t| t == 0.0),
-        Some(_) => false,
+        _ => false,
     }
 }
 
@@ -456,8 +459,15 @@ mod tests {
                     .unwrap();
             assert!(is_deterministic(&body), "{temperature}");
         }
-        assert!(is_deterministic(
+        // Absent or null: the provider's default temperature (1 for OpenAI) applies.
+        assert!(!is_deterministic(&json!({"model": "m"})));
+        assert!(!is_deterministic(
             &json!({"model": "m", "temperature": null})
+        ));
+        assert!(!is_deterministic(&json!({"model": "m", "n": 2})));
+        assert!(is_deterministic(&json!({"model": "m", "seed": 3})));
+        assert!(is_deterministic(
+            &json!({"model": "m", "temperature": 0, "n": 2})
         ));
         assert!(is_deterministic(&json!({"temperature": 1.2, "seed": 0})));
         assert!(is_deterministic(

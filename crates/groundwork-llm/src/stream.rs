@@ -191,8 +191,10 @@ fn merge_logprobs(parts: Vec<Value>) -> Value {
 }
 
 /// The stream that answers a streaming request from a stored non-streaming `completion`: a
-/// role chunk, the content in word-sized pieces, tool calls, a final chunk with the finish
-/// reason (and usage). Never one lump: clients render a stream incrementally.
+/// role chunk, the content in word-sized pieces, tool calls, a chunk with the finish reason,
+/// and, when the completion has `usage`, the usage chunk (`"choices": []`) that OpenAI sends
+/// for `stream_options.include_usage` (the gateway leaves it out for a request that does not
+/// ask for it). Never one lump: clients render a stream incrementally.
 ///
 /// # Errors
 /// When `completion` is not a `chat.completion` object.

@@ -110,3 +110,70 @@ async fn bypass_nondeterministic_and_no_store_are_honoured() -> anyhow::Result<(
     assert_eq!(mock.calls(), 2 + 2 + 1 + 2);
     Ok(())
 }
+
+#[tokio::test]
+async fn without_a_temperature_a_request_is_not_deterministic() -> anyhow::Result<()> {
+    let mock = MockOpenAi::start()?;
+    // No temperature: the provider's default (1) samples, so nothing is stored by default.
+    let mut plain = request("no temperature", false);
+    plain.as_object_mut().map(|body| body.remove("temperature"));
+    let gateway = gateway(&mock, None);
+    for _ in 0..2 {
+        assert_eq!(
+            read(gateway.chat(ask(plain.clone())).await).await.cache,
+            CacheStatus::Bypass
+        );
+    }
+    assert_eq!(gateway.cache().stats().stores, 0, "not stored");
+    let mut null = plain.clone();
+    null["temperature"] = json!(null);
+    assert_eq!(
+        read(gateway.chat(ask(null)).await).await.cache,
+        CacheStatus::Bypass
+    );
+    assert_eq!(mock.calls(), 3);
+
+    // With the setting on, it is cached like any other request.
+    let caching = groundwork_llm::gateway::Gateway::new(
+        gateway.client().clone(),
+        groundwork_llm::client::Upstream::new(mock.base_url()),
+        groundwork_llm::cache::ResponseCache::new(
+            groundwork_llm::cache::ResponseCacheOptions::new(),
+            None,
+        ),
+        groundwork_llm::gateway::GatewayOptions::new().cache_nondeterministic(true),
+    );
+    assert_eq!(
+        read(caching.chat(ask(plain.clone())).await).await.cache,
+        CacheStatus::Miss
+    );
+    assert_eq!(caching.cache().stats().stores, 1, "stored");
+    assert_eq!(
+        read(caching.chat(ask(plain)).await).await.cache,
+        CacheStatus::Hit
+    );
+    assert_eq!(mock.calls(), 4);
+    Ok(())
+}
+
+#[tokio::test]
+async fn hits_are_counted_by_level() -> anyhow::Result<()> {
+    let mock = MockOpenAi::start()?;
+    let gateway = gateway(&mock, None);
+    read(gateway.chat(ask(request("count me", false))).await).await;
+    for _ in 0..3 {
+        read(gateway.chat(ask(request("count me", true))).await).await;
+    }
+    let stats = gateway.stats();
+    assert_eq!(
+        (
+            stats.hits,
+            stats.hits_memory,
+            stats.hits_redis,
+            stats.misses
+        ),
+        (3, 3, 0, 1)
+    );
+    assert_eq!(stats.upstream_calls, 1);
+    Ok(())
+}

@@ -88,6 +88,9 @@ async fn an_answer_stored_by_one_instance_is_a_hit_for_another() -> anyhow::Resu
     let again = read(b.chat(ask(request("share me", false))).await).await;
     assert_eq!(again.cache, CacheStatus::Hit);
     assert_eq!(b.cache().stats().hits_memory, 1);
+    // The proxy's own counters say where each hit came from.
+    let stats = b.stats();
+    assert_eq!((stats.hits, stats.hits_redis, stats.hits_memory), (2, 1, 1));
     assert_eq!(mock.calls(), 1);
     Ok(())
 }

@@ -240,6 +240,9 @@ impl Queue for DbQueue {
         let prefetch = options.prefetch.max(1);
         let (tx, rx) = mpsc::channel(usize::from(prefetch));
         let stop = self.inner.stop.child_token();
+        // Cancelled by `Consumer::cancel` (no more claims) or with `stop`; leases of the jobs
+        // handed out are extended until `stop`.
+        let cancel = stop.child_token();
         self.inner.listen();
         let consumer = ConsumerTask {
             inner: self.inner.clone(),
@@ -249,8 +252,8 @@ impl Queue for DbQueue {
             prefetch: u32::from(prefetch),
             counters: self.inner.counters(queue),
         };
-        tokio::spawn(consumer.run(tx, stop.clone()));
-        Ok(Consumer::new(rx, stop))
+        tokio::spawn(consumer.run(tx, stop.clone(), cancel.clone()));
+        Ok(Consumer::with_cancel(rx, stop, cancel))
     }
 
     async fn stats(&self, queue: &str) -> Result<QueueStats> {
@@ -285,11 +288,19 @@ struct ConsumerTask {
 type AckRequest = (i64, oneshot::Sender<Result<()>>);
 
 impl ConsumerTask {
-    async fn run(self, tx: mpsc::Sender<Delivery>, stop: CancellationToken) {
+    /// Claims and hands out jobs until `claiming` is cancelled (by [`Consumer::cancel`], or
+    /// with `stop`); extends the leases of the jobs handed out until `stop`.
+    async fn run(
+        self,
+        tx: mpsc::Sender<Delivery>,
+        stop: CancellationToken,
+        claiming: CancellationToken,
+    ) {
         let this = Arc::new(self);
         let (ack_tx, ack_rx) = mpsc::channel::<AckRequest>(ACK_BATCH * 2);
         tokio::spawn(this.clone().acks(ack_rx));
-        tokio::spawn(this.clone().extend_leases(stop.clone()));
+        tokio::spawn(this.clone().extend_leases(stop));
+        let stop = claiming;
         let mut wake = this.inner.waker(&this.queue).subscribe();
         let options = &this.inner.options;
         let mut idle = options.poll_min;

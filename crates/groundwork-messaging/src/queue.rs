@@ -220,27 +220,64 @@ impl Delivery {
     }
 }
 
-/// A stream of deliveries from one queue. Dropping it stops the consumer.
+/// A stream of deliveries from one queue. Dropping it stops the consumer: deliveries handed
+/// out and not settled yet go back to the queue (on RabbitMQ the consumer's channel closes;
+/// on the database their leases are no longer extended).
+///
+/// To stop gracefully, [`Consumer::cancel`] first: no new deliveries come, while those handed
+/// out can still be settled; then drop the consumer once they are (see
+/// [`crate::worker::run`]).
 #[derive(Debug)]
 pub struct Consumer {
     rx: mpsc::Receiver<Delivery>,
+    cancel: CancellationToken,
     _stop: DropGuard,
 }
 
 impl Consumer {
     /// A consumer reading `rx`; `stop` is cancelled when it is dropped (for backends, whose
-    /// consumer task watches it).
+    /// consumer task watches it). [`Consumer::cancel`] only stops handing out deliveries.
     #[must_use]
     pub fn new(rx: mpsc::Receiver<Delivery>, stop: CancellationToken) -> Self {
+        Self::with_cancel(rx, stop, CancellationToken::new())
+    }
+
+    /// A consumer reading `rx` whose backend also watches `cancel` (for backends): cancelled by
+    /// [`Consumer::cancel`], it means "take no new deliveries, but keep what settles the
+    /// deliveries handed out working until `stop`" (cancelled when the consumer is dropped).
+    #[must_use]
+    pub fn with_cancel(
+        rx: mpsc::Receiver<Delivery>,
+        stop: CancellationToken,
+        cancel: CancellationToken,
+    ) -> Self {
         Self {
             rx,
+            cancel,
             _stop: stop.drop_guard(),
         }
     }
 
-    /// The next delivery; `None` once the backend has shut down.
+    /// The next delivery; `None` once the backend has shut down or after
+    /// [`Consumer::cancel`].
     pub async fn next(&mut self) -> Option<Delivery> {
-        self.rx.recv().await
+        if self.cancel.is_cancelled() {
+            return None;
+        }
+        tokio::select! {
+            biased;
+            () = self.cancel.cancelled() => None,
+            delivery = self.rx.recv() => delivery,
+        }
+    }
+
+    /// Stops receiving: the backend takes no new deliveries (RabbitMQ: `basic.cancel`; the
+    /// database: no more claims) and [`Consumer::next`] returns `None`, but the deliveries
+    /// handed out can still be acknowledged, retried or rejected until the consumer is
+    /// dropped. Deliveries the backend had received and not handed out yet go back to the
+    /// queue when the consumer is dropped. Idempotent.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
     }
 }
 

@@ -2,8 +2,12 @@
 //! each delivery with the handler's [`Outcome`] and stopping gracefully.
 //!
 //! A handler that panics counts as a failure to retry (the worker survives it). On stop the
-//! worker takes no new messages and waits up to its grace period for the handlers running;
-//! what they do not finish stays unsettled and is delivered again.
+//! worker cancels its consumer ([`Consumer::cancel`](crate::Consumer::cancel): no new
+//! messages, on RabbitMQ a `basic.cancel` that keeps the channel open) and waits up to its
+//! grace period for the handlers running, whose outcomes are still recorded (their acks
+//! land); only then does it drop the consumer. What the handlers do not finish within the
+//! grace period, and what the consumer had received but not handed out, stays unsettled and
+//! is delivered again.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -37,7 +41,8 @@ impl Default for WorkerOptions {
 }
 
 /// Consumes `queue_name` from `queue` and runs `handler` on each message until `stop` is
-/// cancelled; returns after the grace period at the latest.
+/// cancelled; then stops taking messages, lets the running handlers finish and settle, and
+/// returns, after the grace period at the latest.
 ///
 /// # Errors
 /// When consuming cannot start (a bad queue name, say).
@@ -100,7 +105,10 @@ where
             }
         });
     }
-    drop(consumer);
+    // Take nothing more, but keep the consumer (on RabbitMQ its channel) until the running
+    // handlers have settled: dropping it first would give their messages back to the broker
+    // and fail their acks.
+    consumer.cancel();
     let drained = tokio::time::timeout(options.grace, async {
         while running.join_next().await.is_some() {}
     })
@@ -113,5 +121,6 @@ where
         );
         running.abort_all();
     }
+    drop(consumer);
     Ok(())
 }

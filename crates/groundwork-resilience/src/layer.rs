@@ -287,21 +287,28 @@ impl<S> Layer<S> for RetryLayer {
         tower::retry::Retry::new(
             TowerPolicy {
                 policy: self.policy.clone(),
+                started: None,
                 backoff: None,
-                deposited: false,
             },
             inner,
         )
     }
 }
 
-/// A [`RetryPolicy`] as a [`tower::retry::Policy`]; tower clones it per request, so each
-/// request has its own schedule.
+/// A [`RetryPolicy`] as a [`tower::retry::Policy`].
+///
+/// tower's `Retry::call` asks the *service's* policy to clone the request and then clones
+/// that policy into the request's future, which calls `retry` and `clone_request` on its own
+/// copy for every retry. So a `clone_request` on a policy that has not retried yet (`backoff`
+/// is `None`) is the start of a new request: that is when the request funds the budget and
+/// its elapsed time starts (the service's own policy never retries, so every request passes
+/// there once).
 #[derive(Debug, Clone)]
 pub struct TowerPolicy {
     policy: RetryPolicy,
+    /// When the current request's first attempt started (on the policy's clock).
+    started: Option<Duration>,
     backoff: Option<Backoff>,
-    deposited: bool,
 }
 
 impl<Req: Clone, Res, E: Classify> tower::retry::Policy<Req, Res, E> for TowerPolicy {
@@ -312,17 +319,21 @@ impl<Req: Clone, Res, E: Classify> tower::retry::Policy<Req, Res, E> for TowerPo
         if !err.kind().is_retryable() {
             return None;
         }
-        let backoff = self.backoff.get_or_insert_with(|| self.policy.backoff());
+        let (policy, started) = (&self.policy, self.started);
+        let backoff = self.backoff.get_or_insert_with(|| match started {
+            Some(started) => policy.backoff_from(started),
+            None => policy.backoff(),
+        });
         let delay = backoff.next()?;
         metrics::counter!("groundwork_retries_total").increment(1);
         Some(tokio::time::sleep(delay))
     }
 
     fn clone_request(&mut self, req: &Req) -> Option<Req> {
-        // Called before the first attempt too: that is when a request funds the budget.
-        if !self.deposited {
-            self.deposited = true;
+        if self.backoff.is_none() {
+            // A new request (see the type's doc): it funds the budget, and its time starts.
             self.policy.deposit();
+            self.started = Some(self.policy.now());
         }
         Some(req.clone())
     }

@@ -159,14 +159,28 @@ impl RetryPolicy {
         }
     }
 
-    /// The delays before each retry, for one call.
+    /// The delays before each retry, for one call whose first attempt starts now.
     #[must_use]
     pub fn backoff(&self) -> Backoff {
+        self.backoff_from(self.clock.now())
+    }
+
+    /// The delays before each retry, for one call whose first attempt started at `started`
+    /// (a reading of this policy's clock, see [`RetryPolicy::now`]): the elapsed-time limit
+    /// counts from there.
+    #[must_use]
+    pub fn backoff_from(&self, started: Duration) -> Backoff {
         Backoff {
             policy: self.clone(),
             retries: 0,
-            started: self.clock.now(),
+            started,
         }
+    }
+
+    /// The current reading of the clock the elapsed-time limit is measured on.
+    #[must_use]
+    pub fn now(&self) -> Duration {
+        self.clock.now()
     }
 
     /// Runs `op`, retrying its retryable errors per this policy; returns the first success

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use groundwork_core::clock::{Clock, ManualClock};
 use groundwork_core::{Classify, ErrorKind};
 use groundwork_resilience::layer::RetryLayer;
 use groundwork_resilience::{RetryBudget, RetryPolicy};
@@ -123,4 +124,68 @@ async fn the_tower_layer_retries_retryable_errors_only() {
     };
     assert!(ready.call(ErrorKind::Conflict).await.is_err());
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+/// A service whose every call fails with a retryable error, counting its calls.
+fn always_unavailable(
+    calls: &Arc<AtomicU32>,
+    attempt: impl Fn() + Clone + Send + 'static,
+) -> impl Service<(), Response = (), Error = Failure, Future: Send> + Clone {
+    let counter = Arc::clone(calls);
+    tower::service_fn(move |()| {
+        let counter = Arc::clone(&counter);
+        let attempt = attempt.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            attempt();
+            Err::<(), _>(Failure(ErrorKind::Unavailable))
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_request_through_the_tower_layer_funds_the_budget() {
+    // A budget that funds one retry per request (ratio 1, no free minimum): 10 failing
+    // requests with 2 attempts each make 20 calls when every request deposits. (tower asks
+    // the service's policy to clone each request: a policy that remembered its first deposit
+    // funded the budget once and then let only the minimum through.)
+    let calls = Arc::new(AtomicU32::new(0));
+    let policy = RetryPolicy::new()
+        .max_attempts(2)
+        .base_delay(Duration::from_millis(10))
+        .budget(RetryBudget::new(1.0, 0));
+    let mut service = ServiceBuilder::new()
+        .layer(RetryLayer::new(policy))
+        .service(always_unavailable(&calls, || ()));
+    for _ in 0..10 {
+        let Ok(ready) = service.ready().await else {
+            panic!("service not ready");
+        };
+        assert!(ready.call(()).await.is_err());
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 20);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_tower_layers_elapsed_limit_counts_from_the_first_attempt() {
+    // Each attempt takes 4 s on the policy's clock; the limit is 5 s from the first attempt.
+    // The first retry starts at ~4 s (allowed), a second one would start at ~8 s (not).
+    let clock = Arc::new(ManualClock::new());
+    let calls = Arc::new(AtomicU32::new(0));
+    let policy = RetryPolicy::new()
+        .max_attempts(10)
+        .base_delay(Duration::from_millis(1))
+        .max_elapsed(Some(Duration::from_secs(5)))
+        .clock(Arc::clone(&clock) as Arc<dyn Clock>);
+    let attempt_clock = Arc::clone(&clock);
+    let mut service = ServiceBuilder::new()
+        .layer(RetryLayer::new(policy))
+        .service(always_unavailable(&calls, move || {
+            attempt_clock.advance(Duration::from_secs(4));
+        }));
+    let Ok(ready) = service.ready().await else {
+        panic!("service not ready");
+    };
+    assert!(ready.call(()).await.is_err());
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
 }

@@ -147,23 +147,32 @@ impl AppState {
         self
     }
 
-    /// Pools, breakers and clients (`GET /api/v1/infra`).
+    /// Pools, breakers and clients (`GET /api/v1/infra`): the database's, Redis's and each
+    /// LLM upstream's breaker (`llm:<host>`) among them.
     #[must_use]
     pub fn infra(&self) -> crate::routes::infra::Infra {
         let database = self.db.stats();
         let redis = self.redis.as_ref().map(RedisClient::stats);
         let mut breakers = vec![database.breaker.clone()];
         breakers.extend(redis.as_ref().map(|r| r.breaker.clone()));
+        let llm_client = self.llm.as_ref().map(|llm| llm.client().stats());
+        if let Some(client) = &llm_client {
+            breakers.extend(client.breakers.iter().cloned());
+        }
         crate::routes::infra::Infra {
             database,
             redis,
             http_client: self.http.as_ref().map(HttpClient::stats),
             breakers,
+            llm_client,
             queues: None,
         }
     }
 
-    /// Exports the infrastructure figures through the `metrics` crate.
+    /// Exports the infrastructure figures through the `metrics` crate: with an LLM upstream,
+    /// the response cache's (`groundwork_llm_cache_*`), the proxy's own
+    /// (`groundwork_llm_proxy_*`) and the LLM client's (`groundwork_llm_client_*`, with its
+    /// breakers).
     pub fn publish_infra_metrics(&self) {
         let infra = self.infra();
         infra.database.publish();
@@ -175,6 +184,7 @@ impl AppState {
         }
         if let Some(llm) = &self.llm {
             llm.cache().stats().publish();
+            llm.stats().publish();
             llm.client().stats().publish("default");
         }
     }
@@ -298,7 +308,7 @@ pub fn app(state: AppState, settings: HttpSettings) -> Router {
         .routes(routes!(prompts::create, prompts::list))
         .routes(routes!(prompts::get, prompts::update))
         .routes(routes!(users::create, users::list))
-        .routes(routes!(users::get))
+        .routes(routes!(users::get, users::update, users::delete))
         .routes(routes!(users::create_digest, users::list_digests))
         .routes(routes!(workflows::create, workflows::list))
         .routes(routes!(
@@ -329,7 +339,14 @@ pub fn app(state: AppState, settings: HttpSettings) -> Router {
         .routes(routes!(system::ready))
         .routes(routes!(system::metrics))
         .routes(routes!(system::openapi))
-        .routes(routes!(llm::chat_completions))
+        .merge(
+            // Chat requests may carry images inline: a limit of their own.
+            OpenApiRouter::new()
+                .routes(routes!(llm::chat_completions))
+                .layer(DefaultBodyLimit::max(
+                    settings.body_limit_bytes.max(llm::CHAT_BODY_LIMIT_BYTES),
+                )),
+        )
         .nest("/api/v1", api)
         .split_for_parts();
     let mut doc = doc;
@@ -361,6 +378,9 @@ pub fn app(state: AppState, settings: HttpSettings) -> Router {
                 ))
             },
         ))
+        // Outside authentication and the routing fallbacks, so that every answer of the
+        // proxy's path (401, 405, 413, a panic's 500 included) says x-groundwork-cache.
+        .layer(middleware::from_fn(llm::cache_header_on_every_answer))
         .layer(middleware::from_fn(track_http))
         // Failed responses are logged where they are made (internal errors at `error`, the
         // first of an outage's 503s at `warn`); tower-http's own line per 5xx would flood

@@ -7,6 +7,18 @@
 //! change and the messages it causes (its audit entry, the notification at the end) commit in
 //! one transaction through the outbox.
 //!
+//! **One run at a time**: a worker runs an execution under a lease
+//! ([`groundwork_db::workflows::Executions::acquire`], [`WorkerDeps::lease`], 30 s by
+//! default) that it renews every third of the lease while the steps run, and that every
+//! checkpoint and the final state change check. A second copy of the message (a publish sent
+//! again, the outbox relaying twice, a redelivery while the first worker still runs) finds
+//! the lease live and runs nothing: it looks again when the lease would end, and acknowledges
+//! once the execution has finished. If the holder died, its lease runs out and the copy
+//! takes the execution over (an attempt counted) and resumes it from its checkpoints. A
+//! worker that loses its lease stops its steps at once. An execution whose workers died
+//! during each of its `GROUNDWORK_QUEUE_MAX_ATTEMPTS` attempts fails instead of being taken
+//! over again.
+//!
 //! **Steps** are JSON objects in the workflow's `steps` array, checked and typed by
 //! [`parse_steps`] (the parser the API refuses invalid steps with; see [`crate::steps`] for
 //! every rule), run in order, each taking the previous step's output (the execution's input
@@ -32,6 +44,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use groundwork_clients::http::{HttpClient, HttpClientError};
+use groundwork_db::workflows::Acquired;
 use groundwork_db::{Database, DbError, Execution, ExecutionStatus, NewAuditEntry, NewMessage};
 use groundwork_llm::agent::{AgentInput, AgentRunner, PromptAgent, RunnerOptions};
 use groundwork_llm::gateway::Gateway;
@@ -39,6 +52,7 @@ use groundwork_messaging::worker::{self, WorkerOptions};
 use groundwork_messaging::{Message, Outcome};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -50,6 +64,10 @@ use crate::steps::{Step, StepKind, agent_exists, parse_steps};
 const WORKER_ACTOR: &str = "worker";
 /// Timeout of a notification POST.
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a worker's lease on an execution lasts without renewal (renewed every third of
+/// it while the steps run): how long a copy waits before taking over the execution of a
+/// worker that died.
+pub const EXECUTION_LEASE: Duration = Duration::from_secs(30);
 
 /// The body of a `workflow.execute` message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +112,9 @@ pub struct WorkerDeps {
     pub max_attempts: u32,
     /// Handlers per worker.
     pub concurrency: usize,
+    /// The lease a worker holds on the execution it runs (see the module docs; default
+    /// [`EXECUTION_LEASE`]).
+    pub lease: Duration,
 }
 
 impl WorkerDeps {
@@ -109,6 +130,7 @@ impl WorkerDeps {
             notify_url: config.notify_webhook_url.clone(),
             max_attempts: config.queue_max_attempts,
             concurrency: config.worker_concurrency,
+            lease: EXECUTION_LEASE,
         }
     }
 }
@@ -287,8 +309,9 @@ enum StepError {
     Fatal(String),
 }
 
-/// Runs the execution a `workflow.execute` message names (see the module docs).
-async fn run_execution(deps: WorkerDeps, message: Message) -> Outcome {
+/// Runs the execution a `workflow.execute` message names (see the module docs): the
+/// handler of that queue, public so that tests can deliver one message twice.
+pub async fn run_execution(deps: WorkerDeps, message: Message) -> Outcome {
     let job: ExecuteJob = match message.json() {
         Ok(job) => job,
         Err(err) => return Outcome::Reject(format!("not a workflow.execute message: {err}")),
@@ -300,37 +323,199 @@ async fn run_execution(deps: WorkerDeps, message: Message) -> Outcome {
     }
 }
 
+/// A lease owner token unique to one run of one execution.
+fn lease_owner() -> String {
+    format!("worker-{}-{:016x}", std::process::id(), fastrand::u64(..))
+}
+
+/// How long a copy that found the execution held waits before looking again: until the
+/// lease would end, plus a little (so that the holder's renewal, or its expiry, is seen).
+fn recheck_after(remaining: Duration, lease: Duration) -> Duration {
+    let margin = (lease / 20).clamp(Duration::from_millis(20), Duration::from_secs(1));
+    let jitter = margin.mul_f64(fastrand::f64());
+    remaining.min(lease) + margin + jitter
+}
+
 async fn execute(deps: &WorkerDeps, id: i64, attempt: u32) -> Result<Outcome, DbError> {
     let db = &deps.db;
-    let execution = match db.executions().get(id).await {
-        Ok(execution) => execution,
-        Err(DbError::NotFound { .. }) => {
-            return Ok(Outcome::Reject(format!("execution {id} does not exist")));
+    let owner = lease_owner();
+    let execution = loop {
+        let acquired = db
+            .executions()
+            .acquire(id, &owner, deps.lease, deps.max_attempts, |e| {
+                vec![audit_message(WORKER_ACTOR, e)]
+            })
+            .await;
+        match acquired {
+            Ok(Acquired::Started(execution)) => {
+                deps.messaging.wake_relay();
+                break execution;
+            }
+            Ok(Acquired::TakenOver(execution)) => {
+                tracing::info!(
+                    execution = id,
+                    attempts = execution.attempts,
+                    "taking over an execution whose worker stopped; resuming from its checkpoints"
+                );
+                deps.messaging.wake_relay();
+                break execution;
+            }
+            Ok(Acquired::Exhausted(execution)) => {
+                let reason = format!(
+                    "its worker stopped during each of its {} attempts",
+                    execution.attempts
+                );
+                tracing::warn!(execution = id, %reason, "failing an execution");
+                return finish_failed(deps, &execution, &owner, &reason).await;
+            }
+            Ok(Acquired::Held {
+                owner: holder,
+                remaining,
+            }) => {
+                // Another worker runs it: run nothing, look again when its lease would end
+                // (it has finished by then, or renewed its lease, or died and we take over).
+                tracing::debug!(
+                    execution = id,
+                    holder,
+                    remaining_ms = u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX),
+                    "execution running on another worker; waiting"
+                );
+                tokio::time::sleep(recheck_after(remaining, deps.lease)).await;
+            }
+            Ok(Acquired::Finished(_)) => return Ok(Outcome::Ack),
+            Err(DbError::NotFound { .. }) => {
+                return Ok(Outcome::Reject(format!("execution {id} does not exist")));
+            }
+            Err(err) => return Err(err),
         }
-        Err(err) => return Err(err),
     };
-    let execution = match execution.status {
-        ExecutionStatus::Completed | ExecutionStatus::Failed => return Ok(Outcome::Ack),
-        ExecutionStatus::Queued | ExecutionStatus::Retrying => {
-            let running = db
-                .executions()
-                .transition_with(id, ExecutionStatus::Running, None, None, |e| {
-                    vec![audit_message(WORKER_ACTOR, e)]
-                })
-                .await?;
-            deps.messaging.wake_relay();
-            running
-        }
-        // Its worker died mid-run: resume from the checkpoints.
-        ExecutionStatus::Running => {
-            tracing::info!(execution = id, "resuming an execution whose worker stopped");
-            execution
-        }
+    let mut heartbeat = Heartbeat::start(deps.db.clone(), id, owner.clone(), deps.lease);
+    // The steps first: a run that has just ended is not mistaken for a lost lease.
+    let outcome = tokio::select! {
+        biased;
+        outcome = run_steps(deps, &execution, &owner, attempt) => outcome,
+        loss = heartbeat.lost() => Err(loss),
     };
+    drop(heartbeat);
+    match outcome {
+        Ok(outcome) => Ok(outcome),
+        Err(Lost::Db(DbError::Conflict { message, .. }) | Lost::TakenOver(message)) => {
+            tracing::warn!(execution = id, reason = %message, "lost the lease of an execution; stopped its steps");
+            after_lost_lease(deps, id).await
+        }
+        Err(Lost::Unconfirmed(message)) => {
+            tracing::warn!(execution = id, reason = %message, "cannot renew the lease of an execution; stopped its steps");
+            Ok(Outcome::Retry(format!(
+                "the execution lease could not be renewed: {message}"
+            )))
+        }
+        Err(Lost::Db(err)) => Err(err),
+    }
+}
+
+/// What to do with the message of an execution whose lease this worker lost: whoever took
+/// the execution over holds its own delivery, so acknowledge, unless the execution waits
+/// for a retry (our own last state change may have raced with the lease check), which needs
+/// this message to come back.
+async fn after_lost_lease(deps: &WorkerDeps, id: i64) -> Result<Outcome, DbError> {
+    let current = deps.db.executions().get(id).await?;
+    Ok(match current.status {
+        ExecutionStatus::Retrying => Outcome::Retry(
+            current
+                .error
+                .unwrap_or_else(|| "the execution waits for a retry".to_owned()),
+        ),
+        _ => Outcome::Ack,
+    })
+}
+
+/// Why the steps of a run stopped short.
+enum Lost {
+    /// Another worker holds the execution now (the heartbeat found the lease gone).
+    TakenOver(String),
+    /// The lease could not be renewed before it would run out (the database failed).
+    Unconfirmed(String),
+    /// A database operation failed (a [`DbError::Conflict`] from a leased write: the lease
+    /// was lost).
+    Db(DbError),
+}
+
+impl From<DbError> for Lost {
+    fn from(err: DbError) -> Self {
+        Self::Db(err)
+    }
+}
+
+/// Renews an execution's lease every third of it until dropped, and reports its loss.
+struct Heartbeat {
+    task: JoinHandle<()>,
+    /// Set once the lease is lost: (whether another worker holds it now, why).
+    lost: watch::Receiver<Option<(bool, String)>>,
+}
+
+impl Heartbeat {
+    fn start(db: Database, id: i64, owner: String, lease: Duration) -> Self {
+        let (tx, lost) = watch::channel(None);
+        let every = lease / 3;
+        let task = tokio::spawn(async move {
+            let mut confirmed = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(every).await;
+                match db.executions().renew(id, &owner, lease).await {
+                    Ok(true) => confirmed = tokio::time::Instant::now(),
+                    Ok(false) => {
+                        let _ = tx.send(Some((true, format!("{owner} no longer holds it"))));
+                        return;
+                    }
+                    Err(err) => {
+                        tracing::warn!(execution = id, error = %err, "cannot renew an execution lease");
+                        // Stop before the lease can run out and another worker take over.
+                        if confirmed.elapsed() + every >= lease {
+                            let _ = tx.send(Some((false, err.to_string())));
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Self { task, lost }
+    }
+
+    /// Resolves when the lease is lost (never while it is held).
+    async fn lost(&mut self) -> Lost {
+        let loss = match self.lost.wait_for(Option::is_some).await {
+            Ok(loss) => loss.clone(),
+            Err(_) => None,
+        };
+        match loss {
+            Some((true, message)) => Lost::TakenOver(message),
+            Some((false, message)) => Lost::Unconfirmed(message),
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Runs the steps of `execution`, held under `owner`'s lease, from its checkpoints on.
+async fn run_steps(
+    deps: &WorkerDeps,
+    execution: &Execution,
+    owner: &str,
+    attempt: u32,
+) -> Result<Outcome, Lost> {
+    let db = &deps.db;
+    let id = execution.id;
     let workflow = db.workflows().get(execution.workflow_id).await?;
     let steps = match parse_steps(&workflow.steps) {
         Ok(steps) => steps,
-        Err(invalid) => return finish_failed(deps, &execution, &invalid.to_string()).await,
+        Err(invalid) => {
+            return Ok(finish_failed(deps, execution, owner, &invalid.to_string()).await?);
+        }
     };
     let done: HashMap<String, Value> = db
         .executions()
@@ -346,23 +531,34 @@ async fn execute(deps: &WorkerDeps, id: i64, attempt: u32) -> Result<Outcome, Db
             state = saved.clone();
             continue;
         }
-        match run_step(deps, &execution, step, &state).await {
+        match run_step(deps, execution, step, &state).await {
             Ok(output) => {
-                db.executions().save_checkpoint(id, name, &output).await?;
+                db.executions()
+                    .save_checkpoint_leased(id, owner, deps.lease, name, &output)
+                    .await?;
                 state = output;
             }
             Err(StepError::Fatal(reason)) => {
-                return finish_failed(deps, &execution, &format!("step {name}: {reason}")).await;
+                let reason = format!("step {name}: {reason}");
+                return Ok(finish_failed(deps, execution, owner, &reason).await?);
             }
             Err(StepError::Retryable(reason)) => {
                 let reason = format!("step {name}: {reason}");
-                if attempt >= deps.max_attempts {
-                    return finish_failed(deps, &execution, &reason).await;
+                // The queue's attempts (redeliveries included) or the execution's (takeovers
+                // included), whichever ran out first.
+                let attempts = u32::try_from(execution.attempts).unwrap_or(0);
+                if attempt.max(attempts) >= deps.max_attempts {
+                    return Ok(finish_failed(deps, execution, owner, &reason).await?);
                 }
                 db.executions()
-                    .transition_with(id, ExecutionStatus::Retrying, None, Some(&reason), |e| {
-                        vec![audit_message(WORKER_ACTOR, e)]
-                    })
+                    .transition_leased(
+                        id,
+                        owner,
+                        ExecutionStatus::Retrying,
+                        None,
+                        Some(&reason),
+                        |e| vec![audit_message(WORKER_ACTOR, e)],
+                    )
                     .await?;
                 deps.messaging.wake_relay();
                 return Ok(Outcome::Retry(reason));
@@ -370,9 +566,14 @@ async fn execute(deps: &WorkerDeps, id: i64, attempt: u32) -> Result<Outcome, Db
         }
     }
     db.executions()
-        .transition_with(id, ExecutionStatus::Completed, Some(&state), None, |e| {
-            vec![audit_message(WORKER_ACTOR, e), notification_message(e)]
-        })
+        .transition_leased(
+            id,
+            owner,
+            ExecutionStatus::Completed,
+            Some(&state),
+            None,
+            |e| vec![audit_message(WORKER_ACTOR, e), notification_message(e)],
+        )
         .await?;
     deps.messaging.wake_relay();
     Ok(Outcome::Ack)
@@ -381,13 +582,15 @@ async fn execute(deps: &WorkerDeps, id: i64, attempt: u32) -> Result<Outcome, Db
 async fn finish_failed(
     deps: &WorkerDeps,
     execution: &Execution,
+    owner: &str,
     reason: &str,
 ) -> Result<Outcome, DbError> {
     let reason: String = reason.chars().take(2000).collect();
     deps.db
         .executions()
-        .transition_with(
+        .transition_leased(
             execution.id,
+            owner,
             ExecutionStatus::Failed,
             None,
             Some(&reason),

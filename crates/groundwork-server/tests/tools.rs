@@ -313,3 +313,227 @@ async fn invalid_bodies_are_422_and_malformed_are_400() -> anyhow::Result<()> {
     assert_eq!(field_of_items(&body, "name")?, ["valid"]);
     Ok(())
 }
+
+/// An agent with `active` active tools named `tool-00`, `tool-01`, ... attached, plus one
+/// inactive tool and one tool whose attachment is inactive (neither is listed). Returns the
+/// agent's id.
+async fn agent_with_tools(app: &TestApp, active: usize) -> anyhow::Result<i64> {
+    let agent = app.agent("pager").await?;
+    for n in 0..active {
+        let tool = app.tool(&format!("tool-{n:02}"), json!({ "n": n })).await?;
+        let (status, _, body) = app
+            .put_json(&format!("/api/v1/agents/{agent}/tools/{tool}"), &json!({}))
+            .await?;
+        anyhow::ensure!(status == StatusCode::CREATED, "attach: {status} {body}");
+    }
+    let inactive = id_of(
+        &app.create(
+            "/api/v1/tools",
+            &json!({ "name": "zz-inactive", "type": "http", "is_active": false }),
+        )
+        .await?,
+    )?;
+    let detached = app.tool("zz-detached", json!({})).await?;
+    for (tool, attachment) in [
+        (inactive, json!({})),
+        (detached, json!({ "is_active": false })),
+    ] {
+        let (status, _, body) = app
+            .put_json(&format!("/api/v1/agents/{agent}/tools/{tool}"), &attachment)
+            .await?;
+        anyhow::ensure!(status == StatusCode::CREATED, "attach: {status} {body}");
+    }
+    Ok(agent)
+}
+
+#[tokio::test]
+async fn agent_tools_take_limit_and_offset() -> anyhow::Result<()> {
+    let app = test_app().await?;
+    let agent = agent_with_tools(&app, 7).await?;
+    let path = format!("/api/v1/agents/{agent}/tools");
+    let expected: Vec<String> = (0..7).map(|n| format!("tool-{n:02}")).collect();
+
+    let (status, _, body) = app.get(&path).await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(names(&body)?, expected);
+    assert_eq!(total(&body)?, 7);
+
+    for (query, range) in [
+        ("limit=3", 0..3),
+        ("limit=3&offset=3", 3..6),
+        ("offset=3&limit=3", 3..6),
+        ("offset=6", 6..7),
+        ("limit=3&offset=5", 5..7),
+        ("offset=7", 7..7),
+        ("offset=100000", 7..7),
+        ("limit=1&offset=0", 0..1),
+        ("limit=500", 0..7),
+        ("limit=7&offset=0", 0..7),
+        ("offset=0", 0..7),
+    ] {
+        let (status, headers, body) = app.get(&format!("{path}?{query}")).await?;
+        assert_eq!(status, StatusCode::OK, "?{query}: {body}");
+        assert_eq!(
+            headers.get("content-type").and_then(|v| v.to_str().ok()),
+            Some("application/json"),
+            "?{query}"
+        );
+        assert_eq!(names(&body)?, expected[range], "?{query}: {body}");
+        assert_eq!(total(&body)?, 7, "?{query}: total counts every active tool");
+    }
+
+    // A page holds the same documents the whole list does.
+    let (_, _, whole) = app.get(&path).await?;
+    let (_, _, page) = app.get(&format!("{path}?limit=2&offset=1")).await?;
+    assert_eq!(items(&page)?, items(&whole)?[1..3]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn agent_tools_default_page_is_fifty() -> anyhow::Result<()> {
+    let app = test_app().await?;
+    let agent = agent_with_tools(&app, 53).await?;
+    let path = format!("/api/v1/agents/{agent}/tools");
+    let (status, _, body) = app.get(&path).await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let listed = names(&body)?;
+    assert_eq!(listed.len(), 50);
+    assert_eq!(listed[49], "tool-49");
+    assert_eq!(total(&body)?, 53);
+    let (_, _, body) = app.get(&format!("{path}?offset=50")).await?;
+    assert_eq!(names(&body)?, ["tool-50", "tool-51", "tool-52"]);
+    assert_eq!(total(&body)?, 53);
+    let (_, _, body) = app.get(&format!("{path}?limit=500")).await?;
+    assert_eq!(names(&body)?.len(), 53);
+    Ok(())
+}
+
+#[tokio::test]
+async fn agent_tools_bad_paging_is_400() -> anyhow::Result<()> {
+    let app = test_app().await?;
+    let agent = agent_with_tools(&app, 2).await?;
+    for query in [
+        "limit=9999",
+        "limit=501",
+        "limit=0",
+        "limit=-1",
+        "limit=abc",
+        "offset=-1",
+        "offset=x",
+        "limit=%00",
+    ] {
+        for id in [agent, 999_999] {
+            let resp = app
+                .get(&format!("/api/v1/agents/{id}/tools?{query}"))
+                .await?;
+            assert_eq!(resp.0, StatusCode::BAD_REQUEST, "?{query}: {}", resp.2);
+            assert_error(&resp, StatusCode::BAD_REQUEST, "bad_request");
+        }
+    }
+    let resp = app.get("/api/v1/agents/999999/tools?limit=2").await?;
+    assert_error(&resp, StatusCode::NOT_FOUND, "not_found");
+    let resp = app.get("/api/v1/agents/abc/tools?limit=2").await?;
+    assert_error(&resp, StatusCode::BAD_REQUEST, "bad_request");
+    Ok(())
+}
+
+/// Runs `sql` on a connection of its own to the test app's SQLite file.
+async fn sqlite_execute(app: &TestApp, sql: &'static str) -> anyhow::Result<()> {
+    use sqlx::Connection as _;
+    let url = format!("sqlite://{}/t.db", app.dir.path().display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await?;
+    sqlx::query(sql).execute(&mut conn).await?;
+    conn.close().await?;
+    Ok(())
+}
+
+/// A tool update is committed before the server asks which agents use the tool; when that
+/// second read fails, the cached documents must still go (and the client learns that its
+/// change was made), or the agent's tools are served stale until the TTL ends.
+#[tokio::test]
+async fn patch_invalidates_cache_even_when_the_follow_up_read_fails() -> anyhow::Result<()> {
+    let app = test_app().await?;
+    let agent = app.agent("reader").await?;
+    let tool = app.tool("fetch", json!({ "v": 1 })).await?;
+    let (status, _, body) = app
+        .put_json(&format!("/api/v1/agents/{agent}/tools/{tool}"), &json!({}))
+        .await?;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let tools_path = format!("/api/v1/agents/{agent}/tools");
+    let runtime_path = format!("/api/v1/agents/{agent}/runtime");
+    let (_, _, body) = app.get(&tools_path).await?;
+    assert_eq!(field_of_items(&body, "config")?, [json!({ "v": 1 })]);
+    let (status, _, runtime) = app.get(&runtime_path).await?;
+    assert_eq!(status, StatusCode::OK, "{runtime}");
+
+    // The update itself does not read agent_tools; the question "which agents use it" does.
+    sqlite_execute(&app, "ALTER TABLE agent_tools RENAME TO agent_tools_away").await?;
+    let (status, _, body) = app
+        .patch_json(
+            &format!("/api/v1/tools/{tool}"),
+            &json!({ "config": { "v": 2 } }),
+        )
+        .await?;
+    sqlite_execute(&app, "ALTER TABLE agent_tools_away RENAME TO agent_tools").await?;
+    assert_eq!(status, StatusCode::OK, "the update was committed: {body}");
+    assert_eq!(body["config"], json!({ "v": 2 }));
+
+    let (status, _, body) = app.get(&tools_path).await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        field_of_items(&body, "config")?,
+        [json!({ "v": 2 })],
+        "served stale after the update"
+    );
+    let (_, _, runtime) = app.get(&runtime_path).await?;
+    assert_eq!(
+        runtime["tools"][0]["config"],
+        json!({ "v": 2 }),
+        "runtime served stale after the update: {runtime}"
+    );
+    Ok(())
+}
+
+/// The ordinary path: a tool update reaches the cached documents of every agent using it,
+/// and only theirs.
+#[tokio::test]
+async fn patch_invalidates_the_agents_using_the_tool() -> anyhow::Result<()> {
+    let app = test_app().await?;
+    let users = [app.agent("one").await?, app.agent("two").await?];
+    let bystander = app.agent("three").await?;
+    let shared = app.tool("shared", json!({ "v": 1 })).await?;
+    let own = app.tool("own", json!({ "v": 1 })).await?;
+    for agent in users {
+        app.put_json(
+            &format!("/api/v1/agents/{agent}/tools/{shared}"),
+            &json!({}),
+        )
+        .await?;
+    }
+    app.put_json(
+        &format!("/api/v1/agents/{bystander}/tools/{own}"),
+        &json!({}),
+    )
+    .await?;
+    for agent in users.iter().chain([&bystander]) {
+        let (status, _, body) = app.get(&format!("/api/v1/agents/{agent}/tools")).await?;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, _, body) = app
+        .patch_json(
+            &format!("/api/v1/tools/{shared}"),
+            &json!({ "config": { "v": 2 }, "name": "shared-2" }),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for agent in users {
+        let (_, _, body) = app.get(&format!("/api/v1/agents/{agent}/tools")).await?;
+        assert_eq!(names(&body)?, ["shared-2"]);
+        assert_eq!(field_of_items(&body, "config")?, [json!({ "v": 2 })]);
+    }
+    let (_, _, body) = app
+        .get(&format!("/api/v1/agents/{bystander}/tools"))
+        .await?;
+    assert_eq!(names(&body)?, ["own"]);
+    Ok(())
+}

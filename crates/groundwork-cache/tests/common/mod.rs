@@ -1,6 +1,7 @@
 //! Shared helpers of the behaviour tests: [`FakeSource`], an in-memory table with a change
 //! log, per-method call counters, and switches that make calls fail, hold them in flight
-//! (a gate the test opens) or delay them; plus a builder preset on a `ManualClock`.
+//! (a gate the test opens) or delay them; plus builder presets on a `ManualClock` and on a
+//! `ManualTimer` (which also drives the background tasks).
 
 #![allow(dead_code)]
 
@@ -11,7 +12,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use groundwork_cache::{
-    CacheBuilder, CacheError, ChangeSet, RefreshingCache, Snapshot, Source, SourceError,
+    CacheBuilder, CacheError, ChangeSet, ManualTimer, RefreshingCache, Snapshot, Source,
+    SourceError,
 };
 use groundwork_core::clock::ManualClock;
 use tokio::sync::watch;
@@ -354,6 +356,43 @@ pub(crate) fn builder(name: &str, clock: &Arc<ManualClock>) -> CacheBuilder<u64,
     RefreshingCache::builder(name)
         .clock(clock)
         .refresh_interval(None)
+}
+
+/// A manual clock that also wakes the cache's background tasks when advanced.
+pub(crate) fn timer() -> Arc<ManualTimer> {
+    Arc::new(ManualTimer::new())
+}
+
+/// A builder on `timer` (clock and sleeper), with no periodic refresh and no periodic metrics
+/// export: tests turn on what they drive.
+pub(crate) fn timed_builder(name: &str, timer: &Arc<ManualTimer>) -> CacheBuilder<u64, String> {
+    RefreshingCache::builder(name)
+        .timer(Arc::clone(timer))
+        .refresh_interval(None)
+        .metrics_interval(None)
+}
+
+/// Waits (at most [`PATIENCE`]) until exactly one background task sleeps on `timer`, and
+/// returns its deadline (clock time).
+pub(crate) async fn sleeping(timer: &ManualTimer) -> anyhow::Result<Duration> {
+    let mut deadline = None;
+    eventually("one task sleeping on the timer", || {
+        match timer.deadlines().as_slice() {
+            [one] => deadline = Some(*one),
+            _ => deadline = None,
+        }
+        deadline.is_some()
+    })
+    .await?;
+    deadline.ok_or_else(|| anyhow::anyhow!("no sleeper"))
+}
+
+/// Lets every runnable task run until it waits again, without real time passing: enough for
+/// work that a timer wake-up made due to happen, so that a test can assert it did not.
+pub(crate) async fn run_pending() {
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
 }
 
 /// The cache of `builder` reading from `source`.

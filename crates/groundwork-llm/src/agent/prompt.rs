@@ -84,9 +84,9 @@ pub struct AgentRuntimeConfig {
     pub system_prompt: Option<String>,
     /// The tools the model may call (none: the request has no `tools`).
     pub tools: Vec<ToolSpec>,
-    /// The sampling temperature; `None` leaves it to the upstream. The gateway does not
-    /// cache the answers of a temperature above 0 (unless it is told to cache
-    /// non-deterministic requests).
+    /// The sampling temperature; `None` leaves it to the upstream (whose default, 1 for
+    /// OpenAI, samples). The gateway caches only the answers of an explicit temperature of 0
+    /// (or of a request with a `seed`), unless it is told to cache non-deterministic requests.
     pub temperature: Option<f64>,
     /// The answer's token limit; `None` leaves it to the upstream.
     pub max_tokens: Option<u64>,

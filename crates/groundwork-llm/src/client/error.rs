@@ -104,17 +104,22 @@ pub enum TimeoutStage {
     Request,
     /// A stream's first event ([`ClientOptions::first_event_timeout`](super::ClientOptions::first_event_timeout)).
     FirstEvent,
+    /// The whole call, every attempt and wait included
+    /// ([`ClientOptions::total_timeout`](super::ClientOptions::total_timeout)): the attempt
+    /// in progress was cut because the call's time was up.
+    Total,
     /// The silence between two reads of a stream ([`ClientOptions::idle_timeout`](super::ClientOptions::idle_timeout)).
     Idle,
 }
 
 impl TimeoutStage {
-    /// `request`, `first_event` or `idle`.
+    /// `request`, `first_event`, `total` or `idle`.
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Request => "request",
             Self::FirstEvent => "first_event",
+            Self::Total => "total",
             Self::Idle => "idle",
         }
     }
@@ -125,6 +130,7 @@ impl fmt::Display for TimeoutStage {
         f.write_str(match self {
             Self::Request => "the whole request",
             Self::FirstEvent => "the first event of a stream",
+            Self::Total => "the call's total time limit",
             Self::Idle => "the gap between two reads of a stream",
         })
     }

@@ -1,6 +1,12 @@
 //! Consumers: one task per [`Consumer`] that subscribes on the live connection, forwards the
 //! deliveries, and subscribes again after the channel or connection is lost; and settling
 //! (ack, retry through a delay queue, dead-letter).
+//!
+//! Stopping has two steps. [`Consumer::cancel`] sends `basic.cancel`: the broker sends no
+//! more deliveries, but the channel stays open, so the deliveries handed out can still be
+//! acknowledged (a graceful stop lets running handlers finish and ack). Dropping the
+//! [`Consumer`] closes the channel: the broker requeues what is still unacknowledged
+//! (deliveries received but never handed out, handlers that did not finish).
 
 use std::fmt;
 use std::future::Future;
@@ -8,7 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{Acker, Channel};
 use tokio::sync::mpsc;
@@ -26,14 +34,38 @@ use crate::queue::{BoxFuture, Consumer, Delivery, Message, Outcome, QueueError, 
 pub(super) fn spawn(handle: AmqpQueue, queue: String, prefetch: u16) -> Consumer {
     let (deliveries, receiver) = mpsc::channel(usize::from(prefetch));
     let stop = CancellationToken::new();
-    tokio::spawn(run(handle, queue, prefetch, deliveries, stop.clone()));
-    Consumer::new(receiver, stop)
+    let cancel = CancellationToken::new();
+    tokio::spawn(run(
+        handle,
+        queue,
+        prefetch,
+        deliveries,
+        Tokens {
+            stop: stop.clone(),
+            cancel: cancel.clone(),
+        },
+    ));
+    Consumer::with_cancel(receiver, stop, cancel)
 }
+
+/// How a consumer task is told to stop.
+struct Tokens {
+    /// The [`Consumer`] was dropped: close the channel.
+    stop: CancellationToken,
+    /// [`Consumer::cancel`]: no new deliveries, keep the channel for the acks.
+    cancel: CancellationToken,
+}
+
+/// How long `basic.cancel` may take before the consumer stops forwarding anyway.
+const CANCEL_WITHIN: Duration = Duration::from_secs(5);
 
 /// Why forwarding stopped.
 enum Ended {
     /// The consumer was dropped, or the handle shut down.
     Stop,
+    /// The consumer was cancelled (`basic.cancel` sent): keep the channel until it is
+    /// dropped, for the deliveries handed out to be settled.
+    Cancelled,
     /// The subscription ended (channel or connection lost, consumer cancelled by the broker).
     Lost(String),
 }
@@ -44,8 +76,9 @@ async fn run(
     queue: String,
     prefetch: u16,
     deliveries: mpsc::Sender<Delivery>,
-    stop: CancellationToken,
+    tokens: Tokens,
 ) {
+    let Tokens { stop, cancel } = tokens;
     let shared = Arc::clone(handle.shared());
     let mut backoff = Backoff::new(shared.options.reconnect_min, shared.options.reconnect_max);
     let mut subscriptions = 0_u64;
@@ -53,6 +86,7 @@ async fn run(
         let live = tokio::select! {
             biased;
             () = stop.cancelled() => return,
+            () = cancel.cancelled() => return,
             () = deliveries.closed() => return,
             live = shared.wait_live() => match live {
                 Some(live) => live,
@@ -62,6 +96,7 @@ async fn run(
         let subscribed = tokio::select! {
             biased;
             () = stop.cancelled() => return,
+            () = cancel.cancelled() => return,
             subscribed = subscribe(&handle, &live, &queue, prefetch) => subscribed,
         };
         let (channel, stream) = match subscribed {
@@ -92,10 +127,31 @@ async fn run(
             debug!(queue, generation = live.generation, "consumer subscribed");
         }
         backoff.reset();
-        match forward(&handle, &queue, stream, &deliveries, &stop).await {
+        match forward(
+            &handle,
+            &queue,
+            &channel,
+            stream,
+            &deliveries,
+            &stop,
+            &cancel,
+        )
+        .await
+        {
             Ended::Stop => {
                 // Unsettled deliveries go back to the queue.
                 let _ = channel.close(200, "consumer dropped".into()).await;
+                return;
+            }
+            Ended::Cancelled => {
+                // The handlers still running settle on this channel: it stays open until the
+                // consumer is dropped (or the handle shuts down), then what is unsettled goes
+                // back to the queue.
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = shared.stop.cancelled() => {}
+                }
+                let _ = channel.close(200, "consumer stopped".into()).await;
                 return;
             }
             Ended::Lost(reason) => {
@@ -151,13 +207,34 @@ async fn subscribe(
     Ok((channel, consumer))
 }
 
-/// Forwards deliveries until the subscription ends or the consumer stops.
+/// Sends `basic.cancel` for `stream`'s subscription on `channel` (bounded by
+/// [`CANCEL_WITHIN`]): the broker delivers nothing more to it, and the channel stays open.
+async fn cancel_subscription(queue: &str, channel: &Channel, stream: &lapin::Consumer) -> Ended {
+    let cancelled = tokio::time::timeout(
+        CANCEL_WITHIN,
+        channel.basic_cancel(stream.tag(), BasicCancelOptions::default()),
+    )
+    .await;
+    match cancelled {
+        Ok(Ok(())) => debug!(
+            queue,
+            "consumer cancelled; its channel stays open for the acks"
+        ),
+        Ok(Err(err)) => debug!(queue, error = %err, "basic.cancel failed"),
+        Err(_) => debug!(queue, "no answer to basic.cancel within {CANCEL_WITHIN:?}"),
+    }
+    Ended::Cancelled
+}
+
+/// Forwards deliveries until the subscription ends or the consumer stops or is cancelled.
 async fn forward(
     handle: &AmqpQueue,
     queue: &str,
+    channel: &Channel,
     mut stream: lapin::Consumer,
     deliveries: &mpsc::Sender<Delivery>,
     stop: &CancellationToken,
+    cancel: &CancellationToken,
 ) -> Ended {
     let shared = handle.shared();
     let counters = shared.stats.of(queue);
@@ -166,6 +243,7 @@ async fn forward(
             biased;
             () = stop.cancelled() => return Ended::Stop,
             () = shared.stop.cancelled() => return Ended::Stop,
+            () = cancel.cancelled() => return cancel_subscription(queue, channel, &stream).await,
             next = stream.next() => next,
         };
         let delivery = match next {
@@ -190,6 +268,8 @@ async fn forward(
         tokio::select! {
             biased;
             () = stop.cancelled() => return Ended::Stop,
+            // This delivery is dropped unsettled: it goes back when the channel closes.
+            () = cancel.cancelled() => return cancel_subscription(queue, channel, &stream).await,
             sent = deliveries.send(delivery) => if sent.is_err() {
                 return Ended::Stop;
             },

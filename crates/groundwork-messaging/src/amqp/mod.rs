@@ -7,8 +7,8 @@
 //!
 //! | queue | type | arguments | role |
 //! |---|---|---|---|
-//! | `q` | quorum | `x-delivery-limit` = 2 × [`RetryPolicy::max_attempts`], dead-lettering to `q.dead` | the work queue |
-//! | `q.retry.{i}` | classic | `x-message-ttl` = [`RetryPolicy::delays`]`[i]`, dead-lettering to `q` | one delay queue per retry delay |
+//! | `q` | quorum | dead-lettering to `q.dead` at least once (`x-dead-letter-strategy` = `at-least-once`, `x-overflow` = `reject-publish`), `x-delivery-limit` = 2 × [`RetryPolicy::max_attempts`] | the work queue |
+//! | `q.retry.{i}` | quorum | `x-message-ttl` = [`RetryPolicy::delays`]`[i]`, dead-lettering to `q` at least once | one delay queue per retry delay |
 //! | `q.dead` | quorum | | messages that failed [`RetryPolicy::max_attempts`] times, or were rejected |
 //!
 //! Messages go to the default exchange with routing key `q`. A retry is a copy published to
@@ -17,12 +17,43 @@
 //! the queue's TTL and RabbitMQ dead-letters it back to `q`. Every message of one delay queue
 //! has the same TTL, so they expire in order at the head of the queue. A message that fails
 //! its last attempt, or is rejected, is copied to `q.dead` the same way (with the error in
-//! `x-groundwork-error`). The delivery limit on `q` is only a safety net for consumers that
-//! crash before settling, again and again: the broker then dead-letters the message itself.
+//! `x-groundwork-error`).
 //!
-//! When the broker refuses a quorum queue (because `q` already exists as a classic queue or
-//! with other arguments), the existing queue is used as it is; when quorum queues are not
-//! available at all, a classic durable queue is declared instead.
+//! RabbitMQ dead-letters at most once by default: a message expiring from a delay queue, or
+//! dead-lettered by the delivery limit, can be lost if a node fails on the way. The
+//! `at-least-once` strategy (RabbitMQ 3.10 and later, quorum queues only; it needs the
+//! `reject-publish` overflow) keeps the message in its queue until the target confirmed it,
+//! which is why the delay queues are quorum queues too (per-queue TTL on quorum queues also
+//! needs 3.10).
+//!
+//! The delivery limit on `q` is only a safety net for consumers that crash before settling,
+//! again and again: the broker then dead-letters the message itself, after 2 ×
+//! [`RetryPolicy::max_attempts`] + 1 deliveries of one copy. It is not `max_attempts`
+//! because the broker also counts the returns of deliveries that were prefetched and never
+//! started (a consumer stopping, losing its connection, or killed by another message); see
+//! `delivery_limit` in the source. [`Message::attempt`] counts those returns too.
+//!
+//! Where the broker refuses these arguments, weaker ones are declared instead, in order: a
+//! quorum queue dead-lettering at most once (before 3.10), then a classic durable queue (no
+//! quorum queues at all); a warning says so.
+//!
+//! ## Queues that exist already
+//!
+//! RabbitMQ cannot change the arguments of a queue, and refuses a declaration with other
+//! arguments (`PRECONDITION_FAILED`). A queue that exists with other arguments (declared by an
+//! earlier version, with another retry policy, or by hand) is used as it is, with a warning,
+//! so an upgrade never stops consumers. To give an existing deployment the at-least-once
+//! topology:
+//! - work queues (quorum already): set the arguments through a policy, which needs no
+//!   redeclaration, e.g. `rabbitmqctl set_policy --apply-to queues gw-dlx-safe
+//!   '^prefix\.' '{"dead-letter-strategy":"at-least-once","overflow":"reject-publish"}'`
+//!   (a policy applies to the queues its pattern matches; the arguments declared here are
+//!   kept);
+//! - delay queues (classic before): delete each `q.retry.{i}` while it is empty (`rabbitmqctl
+//!   delete_queue --if-empty`); the next retry finds it missing (the copy is returned and the
+//!   original requeued, so nothing is lost) and declares it again as a quorum queue;
+//! - or move to new queue names with `GROUNDWORK_QUEUE_PREFIX` once the old queues are
+//!   drained.
 //!
 //! # Delivery guarantees
 //!
@@ -38,6 +69,9 @@
 //!   again, with a higher [`Message::attempt`].
 //! - A retry or a dead-lettering is confirmed by the broker before the original delivery is
 //!   acknowledged; if that copy cannot be confirmed, the original is requeued.
+//! - [`Consumer::cancel`](crate::Consumer::cancel) (a worker stopping) sends `basic.cancel`
+//!   and keeps the channel open, so the handlers running can still acknowledge; dropping
+//!   the consumer afterwards closes the channel and returns what is left unacknowledged.
 //!
 //! # Why a supervisor
 //!

@@ -79,6 +79,78 @@ fn durable() -> QueueDeclareOptions {
     }
 }
 
+/// The broker's own delivery limit on a work queue for `policy`: a copy of a message that is
+/// delivered and returned without being settled (its consumer's channel or connection
+/// closed) more than this many times is dead-lettered by the broker, after limit + 1
+/// deliveries (RabbitMQ 3.10 dead-letters a quorum queue message once its
+/// `x-delivery-count` exceeds the limit).
+///
+/// It is 2 × [`RetryPolicy::max_attempts`], not `max_attempts`, on purpose. It is only a
+/// safety net for consumers that die before settling (an `Outcome::Retry` is a new copy and
+/// starts from zero), and the broker counts every return, not only the deliveries a handler
+/// crashed on: the deliveries a consumer had prefetched and never started come back counted
+/// too when it stops (gracefully: its channel closes), loses its connection, or is killed by
+/// another message (a poison message that crashes the process returns up to `prefetch`
+/// innocent messages with it, each time). A limit of `max_attempts` would dead-letter such
+/// innocent messages after `max_attempts` restarts; RabbitMQ 3.x cannot tell the two kinds of
+/// returns apart, and this backend keeps no per-message state, so the margin stays.
+/// Consumers that need "at most N crashed attempts" exactly count the attempts they start
+/// in their own store (the server's executions do: see `groundwork-server`'s workers).
+pub(super) fn delivery_limit(policy: &RetryPolicy) -> i64 {
+    i64::from(policy.max_attempts.saturating_mul(2))
+}
+
+/// The arguments that make a quorum queue dead-letter at least once: without them RabbitMQ
+/// dead-letters at most once (a message can be lost between the queue and its
+/// dead-letter target if a node fails); `at-least-once` needs `reject-publish` overflow.
+fn at_least_once(arguments: &mut FieldTable) {
+    arguments.insert("x-dead-letter-strategy".into(), text("at-least-once"));
+    arguments.insert("x-overflow".into(), text("reject-publish"));
+}
+
+/// The arguments of the work queue `queue`, best first: a quorum queue that dead-letters to
+/// `dead` at least once; the same at most once (brokers before 3.10); a classic queue
+/// (brokers without quorum queues).
+fn work_arguments(queue: &str, policy: &RetryPolicy) -> Vec<FieldTable> {
+    let dead = dead_queue(queue);
+    let mut classic = FieldTable::default();
+    classic.insert("x-dead-letter-exchange".into(), text(""));
+    classic.insert("x-dead-letter-routing-key".into(), text(&dead));
+    let mut quorum = classic.clone();
+    quorum.insert("x-queue-type".into(), text("quorum"));
+    quorum.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(delivery_limit(policy)),
+    );
+    let mut safe = quorum.clone();
+    at_least_once(&mut safe);
+    vec![safe, quorum, classic]
+}
+
+/// The arguments of the delay queue of `queue` holding messages for `delay`, best first: a
+/// quorum queue with a message TTL that dead-letters back to `queue` at least once (RabbitMQ
+/// 3.10 and later); a classic queue doing the same at most once.
+fn delay_arguments(queue: &str, delay: std::time::Duration) -> Vec<FieldTable> {
+    let mut classic = FieldTable::default();
+    classic.insert(
+        "x-message-ttl".into(),
+        AMQPValue::LongLongInt(millis(delay)),
+    );
+    classic.insert("x-dead-letter-exchange".into(), text(""));
+    classic.insert("x-dead-letter-routing-key".into(), text(queue));
+    let mut safe = classic.clone();
+    safe.insert("x-queue-type".into(), text("quorum"));
+    at_least_once(&mut safe);
+    vec![safe, classic]
+}
+
+/// The arguments of the dead-letter queue, best first: quorum, then classic.
+fn dead_arguments() -> Vec<FieldTable> {
+    let mut quorum = FieldTable::default();
+    quorum.insert("x-queue-type".into(), text("quorum"));
+    vec![quorum, FieldTable::default()]
+}
+
 /// Declares the queues of `queue` (idempotent).
 ///
 /// # Errors
@@ -89,68 +161,96 @@ pub(super) async fn declare(
     queue: &str,
     policy: &RetryPolicy,
 ) -> Result<(), TopologyError> {
-    let dead = dead_queue(queue);
     let mut channel = connection.create_channel().await?;
-
-    let mut work = FieldTable::default();
-    work.insert("x-dead-letter-exchange".into(), text(""));
-    work.insert("x-dead-letter-routing-key".into(), text(&dead));
-    let classic_work = work.clone();
-    work.insert("x-queue-type".into(), text("quorum"));
-    // A safety net for consumers that die before settling, again and again; retries
-    // through `Outcome::Retry` never count against it (they are new messages).
-    work.insert(
-        "x-delivery-limit".into(),
-        AMQPValue::LongLongInt(i64::from(policy.max_attempts.saturating_mul(2))),
-    );
-    declare_one(connection, &mut channel, queue, work, Some(classic_work)).await?;
-
-    let mut quorum = FieldTable::default();
-    quorum.insert("x-queue-type".into(), text("quorum"));
     declare_one(
         connection,
         &mut channel,
-        &dead,
-        quorum,
-        Some(FieldTable::default()),
+        queue,
+        work_arguments(queue, policy),
     )
     .await?;
-
+    declare_one(
+        connection,
+        &mut channel,
+        &dead_queue(queue),
+        dead_arguments(),
+    )
+    .await?;
     for (tier, delay) in policy.delays.iter().enumerate() {
-        let mut delayed = FieldTable::default();
-        delayed.insert(
-            "x-message-ttl".into(),
-            AMQPValue::LongLongInt(millis(*delay)),
-        );
-        delayed.insert("x-dead-letter-exchange".into(), text(""));
-        delayed.insert("x-dead-letter-routing-key".into(), text(queue));
         let name = retry_queue(queue, tier);
-        declare_one(connection, &mut channel, &name, delayed, None).await?;
+        declare_one(
+            connection,
+            &mut channel,
+            &name,
+            delay_arguments(queue, *delay),
+        )
+        .await?;
     }
     let _ = channel.close(200, "declared".into()).await;
     Ok(())
 }
 
-/// Declares one durable queue with `arguments`. When the broker refuses them
-/// (`PRECONDITION_FAILED`, which closes the channel): uses the queue as it is if it exists
-/// (a classic queue from before, or other retry settings), or else declares it with
-/// `fallback` (a classic queue where quorum queues are not available).
+/// Declares one durable queue with the first of `candidates` (the best arguments first) the
+/// broker accepts. When the broker refuses arguments (`PRECONDITION_FAILED`, which closes
+/// the channel): uses the queue as it is if it exists (declared earlier with other arguments:
+/// RabbitMQ cannot change a queue's arguments, see the [module documentation](super) for
+/// migrating), or else tries the next candidate (arguments this broker does not support,
+/// such as quorum queues or their message TTL).
 async fn declare_one(
     connection: &Connection,
     channel: &mut Channel,
     name: &str,
-    arguments: FieldTable,
-    fallback: Option<FieldTable>,
+    candidates: Vec<FieldTable>,
 ) -> Result<(), TopologyError> {
-    let refused = match channel
-        .queue_declare(name.into(), durable(), arguments)
-        .await
-    {
-        Ok(_) => return Ok(()),
-        Err(err) if is_soft(&err, &AMQPSoftError::PRECONDITIONFAILED) => err,
-        Err(err) => return Err(classify(name, err)),
-    };
-    *channel = connection.create_channel().await?;
+    let mut refusals = Vec::new();
+    for (rank, arguments) in candidates.into_iter().enumerate() {
+        if rank > 0 {
+            *channel = connection.create_channel().await?;
+        }
+        let refused = match channel
+            .queue_declare(name.into(), durable(), arguments)
+            .await
+        {
+            Ok(_) if rank == 0 => return Ok(()),
+            Ok(_) => {
+                warn!(
+                    queue = name,
+                    reasons = %refusals
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    "the broker refused the preferred queue arguments; declared it with weaker \
+                     ones (quorum queues, or at-least-once dead-lettering, are not available)"
+                );
+                return Ok(());
+            }
+            Err(err) if is_soft(&err, &AMQPSoftError::PRECONDITIONFAILED) => err,
+            Err(err) => return Err(classify(name, err)),
+        };
+        *channel = connection.create_channel().await?;
+        if exists(channel, name)
+            .await
+            .map_err(|err| classify(name, err))?
+        {
+            warn!(
+                queue = name,
+                reason = %refused,
+                "the queue exists with other arguments (declared by an earlier version or \
+                 with other retry settings); using it as it is"
+            );
+            return Ok(());
+        }
+        refusals.push(refused);
+    }
+    match refusals.pop() {
+        Some(last) => Err(classify(name, last)),
+        None => Ok(()),
+    }
+}
+
+/// Whether queue `name` exists (a passive declaration). A missing queue closes `channel`.
+async fn exists(channel: &Channel, name: &str) -> lapin::Result<bool> {
     let passive = QueueDeclareOptions {
         passive: true,
         ..QueueDeclareOptions::default()
@@ -159,31 +259,10 @@ async fn declare_one(
         .queue_declare(name.into(), passive, FieldTable::default())
         .await
     {
-        Ok(_) => {
-            warn!(
-                queue = name,
-                reason = %refused,
-                "the queue exists with other arguments; using it as it is"
-            );
-            return Ok(());
-        }
-        Err(err) if is_soft(&err, &AMQPSoftError::NOTFOUND) => {}
-        Err(err) => return Err(classify(name, err)),
+        Ok(_) => Ok(true),
+        Err(err) if is_soft(&err, &AMQPSoftError::NOTFOUND) => Ok(false),
+        Err(err) => Err(err),
     }
-    let Some(fallback) = fallback else {
-        return Err(classify(name, refused));
-    };
-    *channel = connection.create_channel().await?;
-    channel
-        .queue_declare(name.into(), durable(), fallback)
-        .await
-        .map_err(|err| classify(name, err))?;
-    warn!(
-        queue = name,
-        reason = %refused,
-        "the broker refused a quorum queue; declared a classic durable queue instead"
-    );
-    Ok(())
 }
 
 fn classify(name: &str, err: lapin::Error) -> TopologyError {
@@ -236,6 +315,71 @@ mod tests {
         assert_eq!(
             names("jobs", &policy),
             ["jobs", "jobs.dead", "jobs.retry.0", "jobs.retry.1"]
+        );
+    }
+
+    fn get<'a>(table: &'a FieldTable, key: &str) -> Option<&'a AMQPValue> {
+        table.inner().get(key)
+    }
+
+    #[test]
+    fn work_queues_prefer_quorum_with_at_least_once_dead_lettering() {
+        let policy = RetryPolicy {
+            max_attempts: 5,
+            delays: vec![Duration::from_secs(1)],
+        };
+        let candidates = work_arguments("jobs", &policy);
+        assert_eq!(candidates.len(), 3);
+        let best = &candidates[0];
+        assert_eq!(get(best, "x-queue-type"), Some(&text("quorum")));
+        assert_eq!(
+            get(best, "x-dead-letter-strategy"),
+            Some(&text("at-least-once"))
+        );
+        assert_eq!(get(best, "x-overflow"), Some(&text("reject-publish")));
+        assert_eq!(
+            get(best, "x-dead-letter-routing-key"),
+            Some(&text("jobs.dead"))
+        );
+        assert_eq!(
+            get(best, "x-delivery-limit"),
+            Some(&AMQPValue::LongLongInt(10))
+        );
+        // Brokers before 3.10: quorum, at most once; without quorum: classic.
+        assert_eq!(get(&candidates[1], "x-dead-letter-strategy"), None);
+        assert_eq!(get(&candidates[1], "x-queue-type"), Some(&text("quorum")));
+        assert_eq!(get(&candidates[2], "x-queue-type"), None);
+        assert_eq!(
+            get(&candidates[2], "x-dead-letter-routing-key"),
+            Some(&text("jobs.dead"))
+        );
+    }
+
+    #[test]
+    fn delay_queues_prefer_quorum_with_a_ttl_and_at_least_once_dead_lettering() {
+        let candidates = delay_arguments("jobs", Duration::from_millis(1500));
+        assert_eq!(candidates.len(), 2);
+        let best = &candidates[0];
+        assert_eq!(get(best, "x-queue-type"), Some(&text("quorum")));
+        assert_eq!(
+            get(best, "x-message-ttl"),
+            Some(&AMQPValue::LongLongInt(1500))
+        );
+        assert_eq!(
+            get(best, "x-dead-letter-strategy"),
+            Some(&text("at-least-once"))
+        );
+        assert_eq!(get(best, "x-overflow"), Some(&text("reject-publish")));
+        assert_eq!(get(best, "x-dead-letter-routing-key"), Some(&text("jobs")));
+        let classic = &candidates[1];
+        assert_eq!(get(classic, "x-queue-type"), None);
+        assert_eq!(
+            get(classic, "x-message-ttl"),
+            Some(&AMQPValue::LongLongInt(1500))
+        );
+        assert_eq!(
+            get(classic, "x-dead-letter-routing-key"),
+            Some(&text("jobs"))
         );
     }
 }

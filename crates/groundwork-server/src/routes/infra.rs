@@ -25,6 +25,11 @@ pub struct Infra {
     /// Every circuit breaker: name, state, successes, failures, rejected, times opened.
     #[schema(value_type = Vec<Object>)]
     pub breakers: Vec<groundwork_resilience::BreakerStats>,
+    /// The LLM client, when an upstream is configured: requests, retries, errors by class,
+    /// timeouts, connections in use and the breaker of each upstream (the figures `/metrics`
+    /// exports as `groundwork_llm_client_*`).
+    #[schema(value_type = Option<Object>)]
+    pub llm_client: Option<groundwork_llm::client::LlmClientStats>,
     /// The queues (as `GET /api/v1/queues`).
     pub queues: Option<super::queues::Queues>,
 }

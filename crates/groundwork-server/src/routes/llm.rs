@@ -1,10 +1,14 @@
 //! `POST /v1/chat/completions`: the OpenAI-compatible caching proxy; `/api/v1/llm-cache`:
 //! its statistics and flush.
 
+use std::time::Duration;
+
 use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Request, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures_util::StreamExt as _;
@@ -24,6 +28,17 @@ use crate::extract::ApiQuery;
 /// The response header saying where an answer came from.
 pub const CACHE_HEADER: &str = "x-groundwork-cache";
 
+/// The path of the proxy.
+pub const CHAT_PATH: &str = "/v1/chat/completions";
+
+/// The largest request body `POST /v1/chat/completions` accepts (unless the server's general
+/// body limit is larger): 20 MiB, room for images sent inline as base64 data URLs, which the
+/// general 1 MiB limit refuses. A constant until the configuration has a setting of its own.
+pub const CHAT_BODY_LIMIT_BYTES: usize = 20 * 1024 * 1024;
+
+/// OpenAI's millisecond form of `Retry-After`, passed on with it.
+const RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
+
 fn header(headers: &HeaderMap, name: &str) -> Result<Option<String>, ApiError> {
     headers
         .get(name)
@@ -42,24 +57,67 @@ fn with_cache_header(mut response: Response, cache: CacheStatus) -> Response {
     response
 }
 
+/// Middleware: every response to a request for [`CHAT_PATH`] carries [`CACHE_HEADER`],
+/// also those made before the handler runs or instead of it (401 from authentication, 405,
+/// a panic's 500): `BYPASS` when the handler did not set it, since the cache was never
+/// consulted.
+pub async fn cache_header_on_every_answer(request: Request, next: Next) -> Response {
+    let chat = request.uri().path() == CHAT_PATH;
+    let mut response = next.run(request).await;
+    if chat && !response.headers().contains_key(CACHE_HEADER) {
+        response.headers_mut().insert(
+            CACHE_HEADER,
+            HeaderValue::from_static(CacheStatus::Bypass.as_str()),
+        );
+    }
+    response
+}
+
+/// Adds `Retry-After` (whole seconds, rounded up) and `retry-after-ms` for a wait of
+/// `wait`.
+fn with_retry_after(mut response: Response, wait: Duration) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let millis = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+    let headers = response.headers_mut();
+    headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
+    headers.insert(RETRY_AFTER_MS, HeaderValue::from(millis));
+    response
+}
+
 /// OpenAI-compatible chat completions through the response cache: streaming (`"stream":
 /// true`, `text/event-stream`) and not. Every answer carries `x-groundwork-cache: HIT`,
-/// `MISS` or `BYPASS`; upstream errors are passed on with their status and body. Request
-/// headers: `x-groundwork-cache: bypass|refresh`, `x-groundwork-cache-ttl: <seconds>`,
-/// `Cache-Control: no-store|no-cache`.
+/// `MISS` or `BYPASS` (`BYPASS` also on answers made before the cache is consulted: 401,
+/// 413, 405…); upstream errors are passed on with their status, body and `Retry-After`.
+/// Request headers: `x-groundwork-cache: bypass|refresh`, `x-groundwork-cache-ttl:
+/// <seconds>`, `Cache-Control: no-store|no-cache`. Bodies up to 20 MiB (images inline).
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "llm",
     request_body(content = Object, description = "An OpenAI chat completions request"),
     responses(
         (status = 200, description = "A completion (JSON) or a stream of chunks (text/event-stream)"),
         (status = 400, description = "Malformed JSON or cache directives", body = crate::error::ErrorBody),
+        (status = 413, description = "A body over 20 MiB", body = crate::error::ErrorBody),
         (status = 503, description = "No upstream configured, or it cannot be reached", body = crate::error::ErrorBody),
     ))]
 pub async fn chat_completions(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let error = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "the request body is larger than the server accepts",
+                )
+            } else {
+                ApiError::bad_request(rejection.body_text())
+            };
+            return with_cache_header(error.into_response(), CacheStatus::Bypass);
+        }
+    };
     match answer(&state, &actor, &headers, &body).await {
         Ok(response) => response,
         Err((error, cache)) => with_cache_header(error.into_response(), cache),
@@ -153,7 +211,7 @@ async fn answer(
                 status,
                 body,
                 content_type,
-                ..
+                retry_after,
             } => {
                 let content_type = content_type
                     .as_deref()
@@ -161,10 +219,13 @@ async fn answer(
                     .unwrap_or(HeaderValue::from_static("application/json"));
                 let status =
                     StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-                Ok(with_cache_header(
-                    (status, [(CONTENT_TYPE, content_type)], body.clone()).into_response(),
-                    cache,
-                ))
+                let mut response =
+                    (status, [(CONTENT_TYPE, content_type)], body.clone()).into_response();
+                // A 429 or 503 says when to come back: the client needs to know too.
+                if let Some(wait) = retry_after {
+                    response = with_retry_after(response, *wait);
+                }
+                Ok(with_cache_header(response, cache))
             }
             other => {
                 tracing::warn!(error = %crate::error::error_chain(other), "LLM upstream failed");
@@ -282,28 +343,53 @@ impl From<FlushReport> for Flushed {
 /// instance: this instance's memory, the Redis entries, and (announced through Redis
 /// pub/sub) the memory of every other instance sharing the Redis. When Redis fails the
 /// answer is still 200: this instance's memory is flushed, and `redis_error` says what
-/// was not done.
+/// was not done. Audited as `llm_cache.flush` (the namespace and the figures in the
+/// details).
 #[utoipa::path(delete, path = "/llm-cache", tag = "llm", params(FlushQuery),
-    responses((status = 200, description = "Flushed; what Redis did is in the report", body = Flushed)))]
+    responses(
+        (status = 200, description = "Flushed; what Redis did is in the report", body = Flushed),
+        (status = 503, description = "Flushed, but the audit entry could not be written", body = crate::error::ErrorBody),
+    ))]
 pub async fn flush(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
     ApiQuery(query): ApiQuery<FlushQuery>,
-) -> Json<Flushed> {
-    let Some(gateway) = &state.llm else {
-        return Json(Flushed {
+) -> Result<Json<Flushed>, ApiError> {
+    let flushed = match &state.llm {
+        None => Flushed {
             flushed: 0,
             redis_deleted: None,
             announced_to: None,
             redis_error: None,
-        });
+        },
+        Some(gateway) => {
+            let report = gateway.cache().flush(query.namespace.as_deref()).await;
+            for err in &report.redis_errors {
+                tracing::warn!(
+                    error = %crate::error::error_chain(err),
+                    namespace = query.namespace.as_deref().unwrap_or("*"),
+                    "LLM cache flush incomplete in Redis"
+                );
+            }
+            Flushed::from(report)
+        }
     };
-    let report = gateway.cache().flush(query.namespace.as_deref()).await;
-    for err in &report.redis_errors {
-        tracing::warn!(
-            error = %crate::error::error_chain(err),
-            namespace = query.namespace.as_deref().unwrap_or("*"),
-            "LLM cache flush incomplete in Redis"
-        );
-    }
-    Json(report.into())
+    // The namespace goes in the details: a query value can be longer than an entity id may.
+    state
+        .db
+        .audit()
+        .record(
+            actor.name(),
+            "llm_cache.flush",
+            "llm_cache",
+            None,
+            serde_json::json!({
+                "namespace": query.namespace,
+                "flushed": flushed.flushed,
+                "redis_deleted": flushed.redis_deleted,
+                "redis_error": flushed.redis_error,
+            }),
+        )
+        .await?;
+    Ok(Json(flushed))
 }

@@ -183,7 +183,11 @@ async fn database_check(state: &AppState) -> Check {
     let started = Instant::now();
     // Not ready: check again now (bounded by the health timeout), so a probe sees the
     // database come back at once rather than at the next scheduled check.
-    let db_ready = state.db.is_ready() || state.db.check_now().await;
+    // A check that hangs (a connection black-holed while migrating) must not hang the probe.
+    let db_ready = state.db.is_ready()
+        || tokio::time::timeout(CHECK_TIMEOUT, state.db.check_now())
+            .await
+            .unwrap_or(false);
     let error = if db_ready {
         match tokio::time::timeout(CHECK_TIMEOUT, state.db.ping()).await {
             Ok(Ok(_)) => None,

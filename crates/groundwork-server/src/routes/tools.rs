@@ -7,7 +7,7 @@ use axum::{Extension, Json};
 use groundwork_db::{
     AgentTool, AttachedTool, Attachment, Listing, NewTool, Tool, ToolFilter, ToolPatch,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
 
 use super::{created, json_bytes, page};
@@ -100,8 +100,24 @@ pub async fn update(
     ApiJson(patch): ApiJson<ToolPatch>,
 ) -> Result<Json<Tool>, ApiError> {
     let tool = state.db.tools().update(actor.name(), id, &patch).await?;
-    let agents = state.db.views().agents_using_tools(&[id]).await?;
-    state.caches.tool_changed(&agents);
+    // The write is committed: from here on nothing may fail before the caches have let go
+    // of what it changed. The agents using the tool are read after the write (an
+    // attachment made meanwhile invalidates on its own); if that read fails, every cached
+    // document goes, and the client still learns that its change was made.
+    match state.db.views().agents_using_tools(&[id]).await {
+        Ok(agents) => state.caches.tool_changed(&agents),
+        Err(err) => {
+            tracing::warn!(
+                tool = id,
+                error = %crate::error::error_chain(&err),
+                "cannot read the agents using an updated tool; invalidating every cached agent"
+            );
+            state.caches.agent_tools.invalidate_all();
+            state.caches.agent_runtime.invalidate_all();
+            // Announces the change to other instances.
+            state.caches.tool_changed(&[]);
+        }
+    }
     Ok(Json(tool))
 }
 
@@ -178,21 +194,57 @@ pub async fn detach(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Paging of `GET /agents/{id}/tools`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListAgentTools {
+    /// Page size, 1 to 500 (default 50).
+    limit: Option<i64>,
+    /// Rows to skip (default 0).
+    offset: Option<i64>,
+}
+
+/// One page of an agent's tools, borrowed from the cached document.
+#[derive(Serialize)]
+struct ToolsPage<'a> {
+    items: &'a [AttachedTool],
+    total: i64,
+}
+
 /// The tools an agent may use: active tools with an active attachment, by name, each with
-/// its effective configuration. Served from the refreshing cache.
+/// its effective configuration, one page of them; `total` counts them all. Served from the
+/// refreshing cache.
 #[utoipa::path(get, path = "/agents/{id}/tools", tag = "tools",
-    params(("id" = i64, Path, description = "Agent id")),
+    params(("id" = i64, Path, description = "Agent id"), ListAgentTools),
     responses(
         (status = 200, description = "The agent's active tools", body = Listing<AttachedTool>),
+        (status = 400, description = "Bad id or query parameter", body = ErrorBody),
         (status = 404, description = "No such agent", body = ErrorBody),
         (status = 503, description = "Database unavailable and nothing cached", body = ErrorBody),
     ))]
 pub async fn for_agent(
     State(state): State<AppState>,
     ApiPath(agent_id): ApiPath<i64>,
+    ApiQuery(query): ApiQuery<ListAgentTools>,
 ) -> Result<Response, ApiError> {
-    match state.caches.agent_tools.get(&agent_id).await? {
-        Some(doc) => Ok(json_bytes(doc.json.clone())),
-        None => Err(ApiError::not_found(format!("agent {agent_id} not found"))),
+    let page = page(query.limit, query.offset)?;
+    let Some(doc) = state.caches.agent_tools.get(&agent_id).await? else {
+        return Err(ApiError::not_found(format!("agent {agent_id} not found")));
+    };
+    let tools = &doc.value.items;
+    let skip = usize::try_from(page.offset()).unwrap_or(usize::MAX);
+    let take = usize::try_from(page.limit()).unwrap_or(usize::MAX);
+    if skip == 0 && tools.len() <= take {
+        // The whole list fits the page: the document rendered when it was cached.
+        return Ok(json_bytes(doc.json.clone()));
     }
+    let start = skip.min(tools.len());
+    let end = start.saturating_add(take).min(tools.len());
+    let body = ToolsPage {
+        items: &tools[start..end],
+        total: doc.value.total,
+    };
+    serde_json::to_vec(&body)
+        .map(|json| json_bytes(json.into()))
+        .map_err(|err| ApiError::internal(&err))
 }

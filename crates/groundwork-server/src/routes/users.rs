@@ -1,8 +1,10 @@
 //! `/api/v1/users` and their e-mail digests.
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::{Extension, Json};
+use groundwork_db::users::UserPatch;
 use groundwork_db::{EmailDigest, Listing, NewDigest, NewUser, User, UserFilter};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -79,6 +81,45 @@ pub async fn get(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<User>, ApiError> {
     Ok(Json(state.db.users().get(id).await?))
+}
+
+/// Change some fields of a user (`email`, `name`); absent fields are left alone.
+#[utoipa::path(patch, path = "/users/{id}", tag = "users", request_body = UserPatch,
+    params(("id" = i64, Path, description = "User id")),
+    responses(
+        (status = 200, description = "The updated user", body = User),
+        (status = 400, description = "Malformed JSON or id", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 409, description = "E-mail address taken", body = ErrorBody),
+        (status = 422, description = "Invalid fields", body = ErrorBody),
+    ))]
+pub async fn update(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(patch): ApiJson<UserPatch>,
+) -> Result<Json<User>, ApiError> {
+    Ok(Json(
+        state.db.users().update(actor.name(), id, &patch).await?,
+    ))
+}
+
+/// Delete a user, with their sessions and e-mail digests (files attached to those digests
+/// are kept, detached).
+#[utoipa::path(delete, path = "/users/{id}", tag = "users",
+    params(("id" = i64, Path, description = "User id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Malformed id", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+    ))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<StatusCode, ApiError> {
+    state.db.users().delete(actor.name(), id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Store an e-mail digest for a user.
