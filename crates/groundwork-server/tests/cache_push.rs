@@ -167,6 +167,11 @@ async fn writes_through_one_instance_reach_the_other_within_100ms() -> anyhow::R
     })
     .await?;
     eprintln!("cache_push: tool PATCH via A seen by B after {patch_latency:?} ({polls} polls)");
+    assert!(
+        patch_latency < PUSH_BOUND,
+        "B served the changed tool {patch_latency:?} after A answered (bound {PUSH_BOUND:?})\n{}",
+        b.logs()
+    );
 
     // A prompt for the agent's type, created through A, in B's runtime.
     let prompt = id_of(
@@ -185,6 +190,11 @@ async fn writes_through_one_instance_reach_the_other_within_100ms() -> anyhow::R
     .await?;
     eprintln!(
         "cache_push: prompt create via A seen in B's runtime after {prompt_latency:?} ({polls} polls)"
+    );
+    assert!(
+        prompt_latency < PUSH_BOUND,
+        "B served the new prompt {prompt_latency:?} after A answered (bound {PUSH_BOUND:?})\n{}",
+        b.logs()
     );
     let runtime = b
         .expect(Method::GET, &runtime_path, None, StatusCode::OK)
