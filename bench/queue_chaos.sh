@@ -86,6 +86,12 @@ broker_running() { rabbitmqctl -q status >/dev/null 2>&1; }
 # Starts the whole node (as .ci/run does) and waits until its applications run.
 start_broker() {
     rabbitmq-server -detached >/dev/null 2>&1 || true
+    # -detached returns before the node exists; await_startup needs a node to ask.
+    local deadline=$(( $(date +%s) + 120 ))
+    until rabbitmqctl -q ping >/dev/null 2>&1; do
+        (( $(date +%s) < deadline )) || { echo "$ME: the broker did not start" >&2; return 1; }
+        sleep 0.2
+    done
     rabbitmqctl -q await_startup --timeout 120 >/dev/null
 }
 wait_confirmed() { # count
