@@ -22,11 +22,10 @@
 //!   pool of 4, each running operations back to back; one iteration is one operation on every
 //!   task (ns per operation = wall time / operations).
 //! - `supervisor/acquire_only/bare_pool` (criterion, diagnostic): `pool.acquire()` and drop,
-//!   the share of the bare path that is sqlx's acquire. It has no supervised peer: the
-//!   supervisor's explicit acquire (`Database::acquire_from`) is `pub(crate)` and only runs
-//!   inside `in_tx!`, i.e. inside write transactions (`BEGIN` .. `COMMIT` plus the audit and
-//!   change-log rows), with no bare equivalent to set against it; the `SELECT 1` pair above
-//!   already goes through the pool's acquire on both sides.
+//!   the share of the bare path that is sqlx's acquire. Every supervised operation acquires
+//!   its connection through the supervisor (`Database::acquire_from`, `pub(crate)`, counting
+//!   waiters and acquire latency), so the `SELECT 1` pair above is acquire + query + release
+//!   on both sides: the supervised acquire's overhead is inside its ratio.
 //! - `interleaved` (custom): both pairs again, in short rounds in which each peer runs in turn
 //!   (order alternating from round to round): with one task, 20,001 rounds of one timed
 //!   operation per peer; contended, 401 rounds of 8 tasks x 25 operations per peer. Reported:
@@ -585,9 +584,9 @@ fn main() {
     }
     let _ = writeln!(
         out,
-        "\nNot measured: bare pool.acquire() vs a supervised explicit acquire. The supervisor's \
-         acquire path (Database::acquire_from) is pub(crate) and runs only inside in_tx! write \
-         transactions; the SELECT 1 pair above includes the pool's acquire on both sides."
+        "\nThe supervised SELECT 1 acquires through the supervisor (Database::acquire_from, \
+         which counts waiters and acquire latency) and the bare one through sqlx's pool: each \
+         pair above is acquire + query + release on both sides."
     );
     let _ = writeln!(
         out,
