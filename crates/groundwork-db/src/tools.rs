@@ -375,9 +375,37 @@ impl<'a> Tools<'a> {
     /// # Errors
     /// As for [`Tools::create`], plus [`DbError::NotFound`].
     pub async fn update(&self, actor: &str, id: i64, patch: &ToolPatch) -> Result<Tool> {
+        Ok(self.apply(actor, id, patch, false).await?.0)
+    }
+
+    /// [`Tools::update`], also returning the agents the tool is attached to, read in the
+    /// same transaction (so a caller keeping per-agent caches learns whom the change reached
+    /// with nothing left to fail after the commit). An empty patch changes nothing and
+    /// reaches no agent.
+    ///
+    /// # Errors
+    /// As for [`Tools::update`].
+    pub async fn update_reaching(
+        &self,
+        actor: &str,
+        id: i64,
+        patch: &ToolPatch,
+    ) -> Result<(Tool, Vec<i64>)> {
+        self.apply(actor, id, patch, true).await
+    }
+
+    /// The update of [`Tools::update`]; with `agents`, also reads the agents the tool is
+    /// attached to in its transaction.
+    async fn apply(
+        &self,
+        actor: &str,
+        id: i64,
+        patch: &ToolPatch,
+        agents: bool,
+    ) -> Result<(Tool, Vec<i64>)> {
         let fields = patch.fields();
         if fields.is_empty() {
-            return self.get(id).await;
+            return Ok((self.get(id).await?, Vec::new()));
         }
         if let Some(name) = &patch.name {
             validate::text("name", name, limits::NAME)?;
@@ -423,7 +451,17 @@ impl<'a> Tools<'a> {
                     details: json!({ "name": tool.name, "fields": fields }),
                 }
             );
-            tool
+            let reached: Vec<i64> = if agents {
+                sqlx::query_scalar(
+                    "SELECT agent_id FROM agent_tools WHERE tool_id = $1 ORDER BY agent_id",
+                )
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?
+            } else {
+                Vec::new()
+            };
+            (tool, reached)
         })?;
         Ok(tool)
     }

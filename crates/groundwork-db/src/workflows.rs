@@ -450,6 +450,16 @@ enum Grab {
     Exhausted,
 }
 
+/// Saves (or replaces) a step's checkpoint: `$1` execution, `$2` step, `$3` state, `$4` at.
+const SAVE_CHECKPOINT_SQL: &str = "INSERT INTO checkpoints (execution_id, step, state, created_at) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (execution_id, step) DO UPDATE SET \
+     state = excluded.state, created_at = excluded.created_at \
+     RETURNING id, execution_id, step, state, created_at";
+
+/// Pushes back the end of a lease its holder still has: `$1` execution, `$2` owner, `$3` end.
+const RENEW_LEASE_SQL: &str = "UPDATE executions SET lease_expires_at = $3 \
+     WHERE id = $1 AND status = 'running' AND lease_owner = $2";
+
 /// The longest lease [`Executions::acquire`] grants.
 const LONGEST_LEASE: Duration = Duration::from_secs(24 * 3600);
 
@@ -869,16 +879,13 @@ impl<'a> Executions<'a> {
     pub async fn renew(&self, id: i64, owner: &str, lease: Duration) -> Result<bool> {
         let until = lease_end(now(), lease)?;
         let renewed = on_pool!(self.db, |pool| {
-            sqlx::query(
-                "UPDATE executions SET lease_expires_at = $3 \
-                 WHERE id = $1 AND status = 'running' AND lease_owner = $2",
-            )
-            .bind(id)
-            .bind(owner)
-            .bind(until)
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected())
+            sqlx::query(RENEW_LEASE_SQL)
+                .bind(id)
+                .bind(owner)
+                .bind(until)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
         })?;
         Ok(renewed == 1)
     }
@@ -921,33 +928,25 @@ impl<'a> Executions<'a> {
         let at = now();
         let until = lease_end(at, lease)?;
         in_tx!(self.db, |tx, _pg| {
-            let held = sqlx::query(
-                "UPDATE executions SET lease_expires_at = $3 \
-                 WHERE id = $1 AND status = 'running' AND lease_owner = $2",
-            )
-            .bind(execution_id)
-            .bind(owner)
-            .bind(until)
-            .execute(&mut *tx)
-            .await?;
+            let held = sqlx::query(RENEW_LEASE_SQL)
+                .bind(execution_id)
+                .bind(owner)
+                .bind(until)
+                .execute(&mut *tx)
+                .await?;
             if held.rows_affected() != 1 {
                 return Err(DbError::conflict(format!(
                     "execution {execution_id} is not running under the lease of {owner}; \
                      checkpoint {step:?} not saved"
                 )));
             }
-            sqlx::query_as::<_, Checkpoint>(
-                "INSERT INTO checkpoints (execution_id, step, state, created_at) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (execution_id, step) DO UPDATE SET \
-                 state = excluded.state, created_at = excluded.created_at \
-                 RETURNING id, execution_id, step, state, created_at",
-            )
-            .bind(execution_id)
-            .bind(step)
-            .bind(Json(state))
-            .bind(at)
-            .fetch_one(&mut *tx)
-            .await?
+            sqlx::query_as::<_, Checkpoint>(SAVE_CHECKPOINT_SQL)
+                .bind(execution_id)
+                .bind(step)
+                .bind(Json(state))
+                .bind(at)
+                .fetch_one(&mut *tx)
+                .await?
         })
     }
 
@@ -965,18 +964,13 @@ impl<'a> Executions<'a> {
         validate::text("step", step, limits::NAME)?;
         validate::json("state", state)?;
         let checkpoint = on_pool!(self.db, |pool| {
-            sqlx::query_as::<_, Checkpoint>(
-                "INSERT INTO checkpoints (execution_id, step, state, created_at) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (execution_id, step) DO UPDATE SET \
-                 state = excluded.state, created_at = excluded.created_at \
-                 RETURNING id, execution_id, step, state, created_at",
-            )
-            .bind(execution_id)
-            .bind(step)
-            .bind(Json(state))
-            .bind(now())
-            .fetch_one(pool)
-            .await
+            sqlx::query_as::<_, Checkpoint>(SAVE_CHECKPOINT_SQL)
+                .bind(execution_id)
+                .bind(step)
+                .bind(Json(state))
+                .bind(now())
+                .fetch_one(pool)
+                .await
         })
         .map_err(|e| match e {
             // The only reference is the execution: a broken one means it does not exist.

@@ -447,11 +447,12 @@ async fn sqlite_execute(app: &TestApp, sql: &'static str) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// A tool update is committed before the server asks which agents use the tool; when that
-/// second read fails, the cached documents must still go (and the client learns that its
-/// change was made), or the agent's tools are served stale until the TTL ends.
+/// A tool update learns which agents it reaches inside its own transaction: when that read
+/// fails, nothing is committed, so no change can be left behind stale cached documents.
+/// (It used to be read after the commit, where a failure left the write made and the
+/// caches holding the old value.)
 #[tokio::test]
-async fn patch_invalidates_cache_even_when_the_follow_up_read_fails() -> anyhow::Result<()> {
+async fn patch_commits_nothing_when_the_agents_it_reaches_cannot_be_read() -> anyhow::Result<()> {
     let app = test_app().await?;
     let agent = app.agent("reader").await?;
     let tool = app.tool("fetch", json!({ "v": 1 })).await?;
@@ -466,7 +467,7 @@ async fn patch_invalidates_cache_even_when_the_follow_up_read_fails() -> anyhow:
     let (status, _, runtime) = app.get(&runtime_path).await?;
     assert_eq!(status, StatusCode::OK, "{runtime}");
 
-    // The update itself does not read agent_tools; the question "which agents use it" does.
+    // The tool row itself can be written; the question "which agents use it" cannot.
     sqlite_execute(&app, "ALTER TABLE agent_tools RENAME TO agent_tools_away").await?;
     let (status, _, body) = app
         .patch_json(
@@ -475,11 +476,29 @@ async fn patch_invalidates_cache_even_when_the_follow_up_read_fails() -> anyhow:
         )
         .await?;
     sqlite_execute(&app, "ALTER TABLE agent_tools_away RENAME TO agent_tools").await?;
-    assert_eq!(status, StatusCode::OK, "the update was committed: {body}");
-    assert_eq!(body["config"], json!({ "v": 2 }));
+    assert!(
+        status.is_server_error(),
+        "the update could not learn whom it reaches: {status} {body}"
+    );
+    let (status, _, stored) = app.get(&format!("/api/v1/tools/{tool}")).await?;
+    assert_eq!(status, StatusCode::OK, "{stored}");
+    assert_eq!(
+        stored["config"],
+        json!({ "v": 1 }),
+        "the failed update was committed"
+    );
+    let (_, _, body) = app.get(&tools_path).await?;
+    assert_eq!(field_of_items(&body, "config")?, [json!({ "v": 1 })]);
 
-    let (status, _, body) = app.get(&tools_path).await?;
+    // Once the read works again, the same update commits and reaches the cached documents.
+    let (status, _, body) = app
+        .patch_json(
+            &format!("/api/v1/tools/{tool}"),
+            &json!({ "config": { "v": 2 } }),
+        )
+        .await?;
     assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, _, body) = app.get(&tools_path).await?;
     assert_eq!(
         field_of_items(&body, "config")?,
         [json!({ "v": 2 })],

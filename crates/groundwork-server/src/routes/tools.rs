@@ -99,25 +99,14 @@ pub async fn update(
     ApiPath(id): ApiPath<i64>,
     ApiJson(patch): ApiJson<ToolPatch>,
 ) -> Result<Json<Tool>, ApiError> {
-    let tool = state.db.tools().update(actor.name(), id, &patch).await?;
-    // The write is committed: from here on nothing may fail before the caches have let go
-    // of what it changed. The agents using the tool are read after the write (an
-    // attachment made meanwhile invalidates on its own); if that read fails, every cached
-    // document goes, and the client still learns that its change was made.
-    match state.db.views().agents_using_tools(&[id]).await {
-        Ok(agents) => state.caches.tool_changed(&agents),
-        Err(err) => {
-            tracing::warn!(
-                tool = id,
-                error = %crate::error::error_chain(&err),
-                "cannot read the agents using an updated tool; invalidating every cached agent"
-            );
-            state.caches.agent_tools.invalidate_all();
-            state.caches.agent_runtime.invalidate_all();
-            // Announces the change to other instances.
-            state.caches.tool_changed(&[]);
-        }
-    }
+    // The agents it reaches come from the update's own transaction: once it has committed,
+    // nothing is left to fail before the caches let go of what it changed.
+    let (tool, agents) = state
+        .db
+        .tools()
+        .update_reaching(actor.name(), id, &patch)
+        .await?;
+    state.caches.tool_changed(&agents);
     Ok(Json(tool))
 }
 
