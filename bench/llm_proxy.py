@@ -4,12 +4,6 @@
   wait URL PID                 until URL answers 200 (exits 1 if process PID ends first)
   conns --port P --out F       samples the TCP connections to 127.0.0.1:P every --interval s
                                until SIGTERM/SIGINT, then writes what it saw as JSON
-  load --url URL --template F --tag T --rate R --seconds S --connections C --out F
-                               open-loop POST load at a fixed rate, every request a distinct
-                               body (F with @N@ replaced by T-<n>): real cache misses, which
-                               oha cannot send (one body, or random lines of a file, with
-                               repeats); latency from each request's scheduled start (as
-                               oha --latency-correction); writes oha's JSON figures
   ttfb --direct URL --proxied URL --tag T --n N --out F
                                time to the first SSE event of N streaming requests on each
                                path, alternating, one keep-alive connection per path; every
@@ -20,7 +14,6 @@
 """
 
 import argparse
-import asyncio
 import http.client
 import json
 import os
@@ -111,135 +104,6 @@ def cmd_ttfb(args: argparse.Namespace) -> int:
     with open(args.out, "w") as f:
         json.dump(out, f, indent=2)
     return 0
-
-
-# --- load ----------------------------------------------------------------------------------
-async def read_response(reader: asyncio.StreamReader):
-    """Reads one HTTP/1.1 response: (status, lowercase headers, body bytes)."""
-    line = await reader.readline()
-    if not line:
-        raise ConnectionError("connection closed before the answer")
-    status = int(line.split()[1])
-    headers = {}
-    while True:
-        h = await reader.readline()
-        if h in (b"\r\n", b"\n"):
-            break
-        if not h:
-            raise ConnectionError("connection closed in the headers")
-        name, _, value = h.decode("latin-1").partition(":")
-        headers[name.strip().lower()] = value.strip()
-    if "content-length" in headers:
-        body = await reader.readexactly(int(headers["content-length"]))
-    elif headers.get("transfer-encoding", "").lower() == "chunked":
-        parts = []
-        while True:
-            size = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
-            if size == 0:
-                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                    pass
-                break
-            parts.append((await reader.readexactly(size + 2))[:-2])
-        body = b"".join(parts)
-    else:
-        body = await reader.read()
-        headers["connection"] = "close"
-    return status, headers, body
-
-
-async def open_loop(args: argparse.Namespace) -> dict:
-    loop = asyncio.get_running_loop()
-    template = open(args.template, "rb").read()
-    if b"@N@" not in template:
-        raise SystemExit(f"{args.template} has no @N@ to make each body distinct")
-    u = urllib.parse.urlsplit(args.url)
-    host, port, path = u.hostname, u.port or 80, u.path or "/"
-    extra = "".join(f"{h}\r\n" for h in args.header)
-    head = (f"POST {path} HTTP/1.1\r\nhost: {host}:{port}\r\n"
-            f"content-type: application/json\r\n{extra}content-length: ")
-    queue: asyncio.Queue = asyncio.Queue()
-    latencies, sizes = [], []
-    codes, errors, cache = {}, {}, {}
-
-    def count(d: dict, k) -> None:
-        d[k] = d.get(k, 0) + 1
-
-    async def worker() -> None:
-        reader = writer = None
-        while True:
-            item = await queue.get()
-            if item is None:
-                break
-            n, due = item
-            body = template.replace(b"@N@", f"{args.tag}-{n}".encode())
-            request = f"{head}{len(body)}\r\n\r\n".encode() + body
-            try:
-                if writer is None:
-                    reader, writer = await asyncio.wait_for(
-                        asyncio.open_connection(host, port), args.timeout)
-                writer.write(request)
-                status, headers, answer = await asyncio.wait_for(read_response(reader), args.timeout)
-                latencies.append(loop.time() - due)
-                sizes.append(len(answer))
-                count(codes, str(status))
-                count(cache, headers.get("x-groundwork-cache", "none"))
-                if headers.get("connection", "").lower() == "close":
-                    writer.close()
-                    writer = None
-            except (OSError, asyncio.TimeoutError, ValueError, IndexError,
-                    asyncio.IncompleteReadError) as err:
-                count(errors, f"{type(err).__name__}: {err}"[:120])
-                if writer is not None:
-                    writer.close()
-                writer = None
-        if writer is not None:
-            writer.close()
-
-    workers = [asyncio.create_task(worker()) for _ in range(args.connections)]
-    started = loop.time()
-    end = started + args.seconds
-    n = 0
-    while True:
-        due = started + n / args.rate
-        if due >= end:
-            break
-        wait = due - loop.time()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        queue.put_nowait((n, due))
-        n += 1
-    for _ in workers:
-        queue.put_nowait(None)
-    # As oha -w: the requests in flight at the deadline are waited for.
-    await asyncio.wait(workers, timeout=args.timeout + 5)
-    elapsed = loop.time() - started
-    lat = sorted(latencies)
-
-    def q(p: float):
-        return lat[min(len(lat) - 1, int(round(p / 100 * (len(lat) - 1))))] if lat else None
-
-    unanswered = n - len(latencies) - sum(errors.values())
-    if unanswered > 0:
-        errors["no answer within the timeout after the deadline"] = unanswered
-    return {  # the fields of oha's --output-format json that the report reads
-        "summary": {"requestsPerSec": len(latencies) / elapsed if elapsed else 0.0,
-                    "slowest": lat[-1] if lat else None,
-                    "average": sum(lat) / len(lat) if lat else None,
-                    "sizePerRequest": sum(sizes) // len(sizes) if sizes else None,
-                    "total": elapsed},
-        "latencyPercentiles": {"p50": q(50), "p90": q(90), "p99": q(99), "p99.9": q(99.9)},
-        "statusCodeDistribution": codes,
-        "errorDistribution": errors,
-        "cacheHeaderDistribution": cache,
-        "sent": n,
-    }
-
-
-def cmd_load(args: argparse.Namespace) -> int:
-    doc = asyncio.run(open_loop(args))
-    with open(args.out, "w") as f:
-        json.dump(doc, f, indent=1)
-    return 0 if doc["sent"] > 0 else 1
 
 
 # --- conns ---------------------------------------------------------------------------------
@@ -355,7 +219,7 @@ def oha_figures(path: str) -> dict:
         "non_2xx": responses - ok, "status": codes, "errors": errors,
         "no_response": sum(errors.values()), "cut_at_deadline": cut,
         "bytes_per_response": s.get("sizePerRequest"),
-        # Only from `load` (oha does not read it): the x-groundwork-cache of each answer.
+        # Only from loadgen (oha does not keep it): the x-groundwork-cache of each answer.
         "cache_headers": oha.get("cacheHeaderDistribution"),
     }
 
@@ -399,7 +263,42 @@ def window_extras(raw: str, name: str) -> dict:
         out["redis_gets"] = redis["after"] - redis["before"]
     if conns:
         out["conns"] = {k: v for k, v in conns.items() if k != "counts"}
+    cpu = load(os.path.join(raw, f"{name}.cpu.json"), {})
+    if cpu.get("before") and cpu.get("after"):
+        # "cpu user nice system idle iowait irq softirq steal guest guest_nice", in ticks.
+        before = [int(v) for v in cpu["before"].split()[1:9]]
+        after = [int(v) for v in cpu["after"].split()[1:9]]
+        d = [x - y for x, y in zip(after, before)]
+        total = sum(d)
+        if total > 0:
+            out["cpu"] = {"busy_pct": 100.0 * (total - d[3] - d[4] - d[7]) / total,
+                          "steal_pct": 100.0 * d[7] / total}
+    server = load(os.path.join(raw, f"{name}.server-cpu.json"), {})
+    if isinstance(server.get("before"), int) and isinstance(server.get("after"), int):
+        out["server_cpu_s"] = (server["after"] - server["before"]) / server.get("ticks_per_s", 100)
     return out
+
+
+def server_cpu_line(x: dict) -> str:
+    cpu_s, answered = x.get("server_cpu_s"), x.get("responses") or 0
+    if cpu_s is None or not answered:
+        return "          server CPU (user + system): not recorded"
+    return (f"          server CPU (user + system): {cpu_s:.2f} s for {answered} answers, "
+            f"{cpu_s / answered * 1e6:.0f} µs per answer")
+
+
+# Above this share of CPU time taken by the hypervisor, a window measures the host.
+STEAL_WARN_PCT = 5.0
+
+
+def cpu_line(x: dict) -> str:
+    c = x.get("cpu")
+    if not c:
+        return "          CPU during the window: not recorded"
+    warn = (f"  <- HOST STEAL above {STEAL_WARN_PCT:g}%: this window measures the host, "
+            f"not the proxy; run again") if c["steal_pct"] > STEAL_WARN_PCT else ""
+    return (f"          CPU during the window: busy {c['busy_pct']:.0f}%, "
+            f"taken by the hypervisor (steal) {c['steal_pct']:.1f}%{warn}")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -423,13 +322,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     lines.append(f"server {meta['server_bin']} (built {meta['server_built']})")
     lines.append(f"mock   {meta['mock_bin']} (built {meta['mock_built']}), --latency-ms "
                  f"{meta['mock_latency_ms']}, {meta['mock_threads']}")
-    lines.append(f"ONE machine, {meta['nproc']} cores shared by the load generator (oha), the proxy, "
+    lines.append(f"ONE machine, {meta['nproc']} cores shared by the load generators (loadgen, oha), the proxy, "
                  f"the mock upstream and Redis: a lower bound, noisy; loopback only.")
     lines.append(f"load: -q RATE -z {meta['duration']}s -c {meta['connections']}, latency from each "
                  f"request's scheduled start, keep-alive; {meta['warmup']} s warm-up at the same rate "
                  f"discarded before each window; body {meta['body_bytes']} bytes, temperature 0")
-    lines.append("  misses (1.): llm_proxy.py load, open loop, a distinct body per request, no cache "
+    lines.append("  misses (1.): loadgen (one thread), open loop, a distinct body per request, no cache "
                  "header; hits (2.): oha --latency-correction -w, the same body every time")
+    lines.append("  mock delays kept to the tens of microseconds (a timer thread, not Tokio's 1 ms ticks)")
     lines.append("")
 
     hc = meta.get("header_check", {})
@@ -458,6 +358,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         if a.get("missing") or b.get("missing"):
             check(False, f"{rate}/s: both windows measured")
             continue
+        for label, x in (("(a)", a), ("(b)", b)):
+            lines.append(cpu_line(x).replace("CPU during the window", f"CPU during {label}"))
+        lines.append(server_cpu_line(b).replace("server CPU", "server A's CPU in (b)"))
         add50, add99 = b["p50_ms"] - a["p50_ms"], b["p99_ms"] - a["p99_ms"]
         lines.append(f"  {rate:>4}/s  ADDED (b - a): p50 {fmt_ms(add50, True)}, p99 {fmt_ms(add99, True)}, "
                      f"p99.9 {fmt_ms(b['p99.9_ms'] - a['p99.9_ms'], True)}, mean {fmt_ms(b['mean_ms'] - a['mean_ms'], True)}"
@@ -506,13 +409,15 @@ def cmd_report(args: argparse.Namespace) -> int:
         lines.append(f"  {label:<44} {x['achieved_rps']:>7.0f}/s {fmt_ms(x['p50_ms']):>10} {fmt_ms(x['p90_ms']):>10} "
                      f"{fmt_ms(x['p99_ms']):>10} {fmt_ms(x['p99.9_ms']):>10} {fmt_ms(x['max_ms']):>10} "
                      f"{x['non_2xx']:>8} {x['no_response']:>9}")
+        lines.append(cpu_line(x).replace("          ", "    ", 1))
+        lines.append(server_cpu_line(x).replace("          ", "    ", 1))
         g, cache = x.get("gateway", {}), x.get("cache", {})
         up = g.get("upstream_calls")
         lines.append(f"    x-groundwork-cache mix (server counters): HIT {g.get('hits', 'n/a')} / "
                      f"MISS {g.get('misses', 'n/a')} / BYPASS {g.get('bypasses', 'n/a')} of {x['responses']} responses; "
                      f"upstream calls: {up if up is not None else 'n/a'} (gateway), {x.get('mock_calls', 'n/a')} (mock's counter)")
         lines.append(f"    hits served from: memory {cache.get('hits_memory', 'n/a')}, Redis {cache.get('hits_redis', 'n/a')}"
-                     f" (waiters of one Redis read count once each); Redis GET commands in the window "
+                     f"; Redis GET commands in the window "
                      f"(whole Redis server): {x.get('redis_gets', 'n/a')}; Redis read errors {cache.get('redis_errors', 'n/a')}")
         errs = x["non_2xx"] + x["no_response"]
         check(errs == 0, f"{name}: 0 errors (got {errs})")
@@ -539,6 +444,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         lines.append(f"  ADDED (b - a): p50 {fmt_ms(add50, True)}, p99 {fmt_ms(add99, True)}")
         marks = b.get("x_groundwork_cache") or {}
         lines.append(f"  x-groundwork-cache of the proxied answers: {marks or 'n/a'}")
+        lines.append(cpu_line(window_extras(raw, "ttfb")).replace("          ", "  ", 1))
         check(add50 <= 1.0, f"streaming: added time to first event p50 <= 1 ms (got {add50:+.3f} ms; "
                             f"p99 added {add99:+.3f} ms, reported, no goal)")
         check(marks.get("MISS") == b["n"] and b["n"] > 0,
@@ -577,16 +483,6 @@ def main() -> int:
     s.add_argument("--port", type=int, required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--interval", type=float, default=0.05)
-    s = sub.add_parser("load")
-    s.add_argument("--url", required=True)
-    s.add_argument("--template", required=True)
-    s.add_argument("--tag", required=True)
-    s.add_argument("--rate", type=float, required=True)
-    s.add_argument("--seconds", type=float, required=True)
-    s.add_argument("--connections", type=int, default=64)
-    s.add_argument("--timeout", type=float, default=10)
-    s.add_argument("--header", action="append", default=[])
-    s.add_argument("--out", required=True)
     s = sub.add_parser("ttfb")
     s.add_argument("--direct", required=True)
     s.add_argument("--proxied", required=True)
@@ -600,7 +496,7 @@ def main() -> int:
     s.add_argument("--out", required=True)
     s.add_argument("--json", required=True)
     args = p.parse_args()
-    return {"wait": cmd_wait, "conns": cmd_conns, "load": cmd_load, "ttfb": cmd_ttfb,
+    return {"wait": cmd_wait, "conns": cmd_conns, "ttfb": cmd_ttfb,
             "report": cmd_report}[args.cmd](args)
 
 

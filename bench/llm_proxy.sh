@@ -13,8 +13,9 @@ usage() {
 usage: bash bench/llm_proxy.sh [-h|--help]
 
 Load test of groundwork's OpenAI-compatible caching proxy, POST /v1/chat/completions. It
-  1. builds the release server and the mock upstream (cargo build --release -p
-     groundwork-server --bin groundwork -p groundwork-testkit --bin mock-openai);
+  1. builds the release server, the mock upstream and the load generator (cargo build
+     --release -p groundwork-server --bin groundwork -p groundwork-testkit --bin mock-openai
+     --bin loadgen);
   2. starts target/release/mock-openai on a free 127.0.0.1 port (--latency-ms 20: every
      answer waits 20 ms) and two servers on free ports, both with GROUNDWORK_LLM_BASE_URL on
      the mock and GROUNDWORK_REDIS_URL on the local Redis, each with its own fresh SQLite
@@ -25,8 +26,9 @@ Load test of groundwork's OpenAI-compatible caching proxy, POST /v1/chat/complet
   3. checks the x-groundwork-cache response header with a few curl calls (MISS, then HIT,
      BYPASS when asked for and for a non-deterministic request, HIT on B from Redis);
   4. MISS OVERHEAD, open loop at 500 and 1,000 requests/s, keep-alive, latency from each
-     request's scheduled start (llm_proxy.py load: oha sends one body, or random lines of a
-     file with repeats, so it cannot make every request distinct): (a) straight to the mock,
+     request's scheduled start (target/release/loadgen, one thread: oha sends one body, or
+     random lines of a file with repeats, so it cannot make every request distinct): (a)
+     straight to the mock,
      (b) through A; every request a distinct deterministic chat request (its own message,
      "temperature": 0, no x-groundwork-cache header), so each one is a real MISS: looked up,
      sent upstream, recorded and stored; reports p50/p99 of both, the added p50/p99
@@ -41,6 +43,11 @@ Load test of groundwork's OpenAI-compatible caching proxy, POST /v1/chat/complet
      requests (stream: true, each one distinct, so a real MISS through the proxy) straight
      to the mock and through A, alternating, one request at a time on one keep-alive
      connection per path; p50/p90/p99 and the added time (goal at p50, p99 reported);
+  For every window through a server it records the server's own CPU time (/proc/<pid>/stat)
+  and reports it per answered request.
+  For every window it also records the machine's CPU time (/proc/stat) and reports the
+  share the hypervisor took (steal): on a shared host it can reach tens of percent, and a
+  window with much steal measures the host, not the proxy (the report says so).
   6. prints the summary with the goals as checks and writes it to
      bench/results/llm-proxy-<UTC stamp>.txt (raw data in bench/results/llm-proxy-<UTC stamp>/).
 
@@ -62,6 +69,7 @@ Environment (defaults in brackets):
   GROUNDWORK_LLMPROXY_SKIP_BUILD=1      use the existing binaries, no cargo build
   GROUNDWORK_LLMPROXY_BIN               server binary [<target dir>/release/groundwork]
   GROUNDWORK_LLMPROXY_MOCK_BIN          mock upstream [<target dir>/release/mock-openai]
+  GROUNDWORK_LLMPROXY_LOADGEN_BIN       miss-window load generator [<target dir>/release/loadgen]
   GROUNDWORK_LLMPROXY_DURATION          seconds of each measured window [20]
   GROUNDWORK_LLMPROXY_WARMUP            seconds of the warm-up before each window [3]
   GROUNDWORK_LLMPROXY_RATES             miss-overhead rates, requests/s ["500 1000"]
@@ -143,16 +151,18 @@ COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 DIRTY=false
 [[ -z $(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null || true) ]] || DIRTY=true
 if [[ ${GROUNDWORK_LLMPROXY_SKIP_BUILD:-0} != 1 ]]; then
-    log "cargo build --release (server and mock-openai; may wait for the cargo build lock)"
+    log "cargo build --release (server, mock-openai, loadgen; may wait for the cargo build lock)"
     (cd "$ROOT" && cargo build --release -p groundwork-server --bin groundwork \
-        -p groundwork-testkit --bin mock-openai)
+        -p groundwork-testkit --bin mock-openai --bin loadgen)
 fi
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 [[ $TARGET_DIR = /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
 SERVER_BIN=${GROUNDWORK_LLMPROXY_BIN:-$TARGET_DIR/release/groundwork}
 MOCK_BIN=${GROUNDWORK_LLMPROXY_MOCK_BIN:-$TARGET_DIR/release/mock-openai}
+LOADGEN_BIN=${GROUNDWORK_LLMPROXY_LOADGEN_BIN:-$TARGET_DIR/release/loadgen}
 [[ -x $SERVER_BIN ]] || die "no server binary at $SERVER_BIN (run without GROUNDWORK_LLMPROXY_SKIP_BUILD=1)"
 [[ -x $MOCK_BIN ]] || die "no mock-openai binary at $MOCK_BIN (run without GROUNDWORK_LLMPROXY_SKIP_BUILD=1)"
+[[ -x $LOADGEN_BIN ]] || die "no loadgen binary at $LOADGEN_BIN (run without GROUNDWORK_LLMPROXY_SKIP_BUILD=1)"
 SERVER_BUILT=$(date -u -r "$SERVER_BIN" +%Y-%m-%dT%H:%M:%SZ)
 MOCK_BUILT=$(date -u -r "$MOCK_BIN" +%Y-%m-%dT%H:%M:%SZ)
 
@@ -239,7 +249,7 @@ BODY_FILE="$WORK/body.json"
 printf '{"model":"mock-gpt","temperature":0,"messages":[{"role":"system","content":"You are a terse assistant."},{"role":"user","content":"groundwork llm_proxy bench %s: say hello"}]}' \
     "$STAMP" >"$BODY_FILE"
 # The miss windows' bodies: the same shape and size class, made distinct per request by
-# llm_proxy.py load (@N@ becomes "<window>-<n>"), so no request of the run repeats another.
+# loadgen (@N@ becomes "<window>-<n>"), so no request of the run repeats another.
 MISS_TEMPLATE="$WORK/body-miss.json"
 printf '{"model":"mock-gpt","temperature":0,"messages":[{"role":"system","content":"You are a terse assistant."},{"role":"user","content":"groundwork llm_proxy bench %s miss @N@: say hello"}]}' \
     "$STAMP" >"$MISS_TEMPLATE"
@@ -306,6 +316,9 @@ mock_calls() { # -> the mock's call count, this probe included (from the answer'
 stats() { # base file
     curl -sSf --max-time 10 "$1/api/v1/llm-cache" >"$2" || echo '{}' >"$2"
 }
+server_ticks() { # pid -> the process's user + system CPU time so far, in clock ticks
+    awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo null
+}
 redis_gets() {
     redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" info commandstats 2>/dev/null | tr -d '\r' \
         | sed -n 's/^cmdstat_get:calls=\([0-9]*\),.*/\1/p' | grep . || echo 0
@@ -369,10 +382,10 @@ oha_run() { # out rate seconds url [header] ; the run's body, POST, keep-alive
 unique_run() {
     local out=$1 rate=$2 secs=$3 url=$4 tag=$5
     shift 5
-    local args=(load --url "$url" --template "$MISS_TEMPLATE" --tag "$tag" --rate "$rate"
+    local args=(--url "$url" --template "$MISS_TEMPLATE" --tag "$tag" --rate "$rate"
         --seconds "$secs" --connections "$CONNECTIONS" --timeout 10 --out "$out")
     [[ $# -gt 0 ]] && args+=(--header "$1")
-    run python3 "$BENCH_DIR/llm_proxy.py" "${args[@]}" >"$out.log" 2>&1
+    run "$LOADGEN_BIN" "${args[@]}" >"$out.log" 2>&1
 }
 # One window of load: oha (the run's body every time) or unique (a distinct body per request).
 load_run() { # generator out rate seconds url tag [header]
@@ -395,6 +408,12 @@ measure() {
     before=$(mock_calls)
     [[ $inst == - ]] || stats "$inst" "$RAW/$name.stats-before.json"
     printf '{"before": %s' "$(redis_gets)" >"$RAW/$name.redis.json"
+    printf '{"before": "%s"' "$(head -n 1 /proc/stat)" >"$RAW/$name.cpu.json"
+    local pid=""
+    [[ $inst == "$A_BASE" ]] && pid=$A_PID
+    [[ $inst == "$B_BASE" ]] && pid=$B_PID
+    [[ -z $pid ]] || printf '{"ticks_per_s": %s, "before": %s' "$(getconf CLK_TCK)" \
+        "$(server_ticks "$pid")" >"$RAW/$name.server-cpu.json"
     if [[ $sample == 1 ]]; then
         python3 "$BENCH_DIR/llm_proxy.py" conns --port "$MOCK_PORT" --out "$RAW/$name.conns.json" &
         SAMPLER_PID=$!
@@ -408,6 +427,8 @@ measure() {
         SAMPLER_PID=""
     fi
     printf ', "after": %s}\n' "$(redis_gets)" >>"$RAW/$name.redis.json"
+    printf ', "after": "%s"}\n' "$(head -n 1 /proc/stat)" >>"$RAW/$name.cpu.json"
+    [[ -z $pid ]] || printf ', "after": %s}\n' "$(server_ticks "$pid")" >>"$RAW/$name.server-cpu.json"
     [[ $inst == - ]] || stats "$inst" "$RAW/$name.stats-after.json"
     after=$(mock_calls)
     printf '{"before": %s, "after": %s}\n' "${before:-null}" "${after:-null}" >"$RAW/$name.mock.json"
@@ -433,9 +454,11 @@ done
 measure hits-memory "$HIT_RATE" "$A_BASE/v1/chat/completions" "$A_BASE" 0 oha
 measure hits-redis "$HIT_RATE" "$B_BASE/v1/chat/completions" "$B_BASE" 0 oha
 log "streaming time to first event: $TTFB_N requests direct and $TTFB_N through A, alternating"
+printf '{"before": "%s"' "$(head -n 1 /proc/stat)" >"$RAW/ttfb.cpu.json"
 python3 "$BENCH_DIR/llm_proxy.py" ttfb --direct "$MOCK_URL/chat/completions" \
     --proxied "$A_BASE/v1/chat/completions" --tag "$STAMP" --n "$TTFB_N" --out "$RAW/ttfb.json" \
     || log "the time-to-first-event measurement failed (the report will say so)"
+printf ', "after": "%s"}\n' "$(head -n 1 /proc/stat)" >>"$RAW/ttfb.cpu.json"
 
 # --- report ----------------------------------------------------------------------------------
 export STAMP COMMIT DIRTY NPROC OHA_VERSION REDIS_VERSION SERVER_BIN SERVER_BUILT MOCK_BIN \

@@ -3,7 +3,10 @@
 //! - time to first byte of a streaming miss: gateway (recording, fan-out) vs client alone —
 //!   the goal is at most 1 ms added;
 //! - a non-streaming miss end to end: gateway vs client alone;
-//! - a hit from memory, streaming and not.
+//! - a hit from memory, streaming and not;
+//! - with Redis (`GROUNDWORK_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`; skipped with a
+//!   notice when it does not answer): the same misses through a gateway whose cache has a
+//!   Redis level, so the miss path includes the Redis lookup, and a bare `GET` for reference.
 //!
 //! `cargo bench -p groundwork-llm --bench gateway` (under `cargo test --benches`, a few rounds).
 
@@ -13,11 +16,13 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use groundwork_clients::http::{HttpClient, HttpClientOptions};
+use groundwork_clients::redis::{RedisClient, RedisOptions};
 use groundwork_llm::cache::{ResponseCache, ResponseCacheOptions};
 use groundwork_llm::client::{ClientOptions, LlmClient, SseEvent, Upstream};
 use groundwork_llm::gateway::{ChatReply, ChatRequest, Gateway, GatewayOptions};
 use groundwork_llm::policy::CachePolicy;
 use groundwork_testkit::openai::MockOpenAi;
+use groundwork_testkit::services::redis_url;
 use serde_json::{Value, json};
 
 fn body(n: usize, stream: bool) -> Value {
@@ -67,6 +72,36 @@ fn main() {
             ResponseCache::new(ResponseCacheOptions::new(), None),
             GatewayOptions::new(),
         );
+        // The same gateway with a Redis level, when Redis answers.
+        let redis = match redis_url("llm_gateway_bench") {
+            Some(url) => {
+                let redis = RedisClient::new(RedisOptions::new(url)).expect("Redis client");
+                let started = Instant::now();
+                while redis.ping().await.is_err() && started.elapsed() < Duration::from_secs(5) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                redis.ping().await.ok().map(|_| redis)
+            }
+            None => None,
+        };
+        let prefix = format!(
+            "gwbench:{}:{}:",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        );
+        let redis_gateway = redis.clone().map(|redis| {
+            Gateway::new(
+                client.clone(),
+                upstream.clone(),
+                ResponseCache::new(
+                    ResponseCacheOptions::new().redis_prefix(prefix.clone()),
+                    Some(redis),
+                ),
+                GatewayOptions::new(),
+            )
+        });
         let ask = |body: Value| ChatRequest {
             tenant: "bench".to_owned(),
             body,
@@ -77,6 +112,9 @@ fn main() {
         let mut gateway_ttfb = Vec::new();
         let mut direct_complete = Vec::new();
         let mut gateway_complete = Vec::new();
+        let mut redis_ttfb = Vec::new();
+        let mut redis_complete = Vec::new();
+        let mut redis_get = Vec::new();
         for n in 0..rounds {
             // Streams: time to the first event, every request a miss (a new question).
             let started = Instant::now();
@@ -110,6 +148,29 @@ fn main() {
                 .await
                 .unwrap();
             gateway_complete.push(started.elapsed());
+
+            // The same misses through the gateway with a Redis level.
+            if let (Some(gateway), Some(redis)) = (&redis_gateway, &redis) {
+                let started = Instant::now();
+                let ChatReply::Stream { mut frames, .. } =
+                    gateway.chat(ask(body(4 * rounds + n, true))).await.unwrap()
+                else {
+                    panic!("a stream")
+                };
+                let first = frames.next().await;
+                redis_ttfb.push(started.elapsed());
+                assert!(matches!(first, Some(Ok(_))));
+                while frames.next().await.is_some() {}
+                let started = Instant::now();
+                gateway
+                    .chat(ask(body(5 * rounds + n, false)))
+                    .await
+                    .unwrap();
+                redis_complete.push(started.elapsed());
+                let started = Instant::now();
+                redis.get(&format!("{prefix}absent:{n}")).await.unwrap();
+                redis_get.push(started.elapsed());
+            }
         }
 
         // Hits from memory: every question above is cached now.
@@ -153,10 +214,19 @@ fn main() {
             (g50.as_secs_f64() - d50.as_secs_f64()) * 1e6,
             (g99.as_secs_f64() - d99.as_secs_f64()) * 1e6
         );
+        if redis_gateway.is_some() {
+            println!("misses through a gateway with a Redis level (the lookup asks Redis):");
+            line("streaming, time to first event", redis_ttfb);
+            line("non-streaming, whole answer", redis_complete);
+            line("a bare Redis GET (reference)", redis_get);
+        } else {
+            println!("no Redis: the misses with a Redis level were not measured");
+        }
         println!("hits from memory (no upstream call):");
         line("non-streaming", hit_json);
         line("streaming, whole replay", hit_stream);
-        println!("upstream calls: {} (expected {})", mock.calls(), 4 * rounds);
+        let expected = if redis_gateway.is_some() { 6 } else { 4 } * rounds;
+        println!("upstream calls: {} (expected {expected})", mock.calls());
         println!("(command: cargo bench -p groundwork-llm --bench gateway)");
     });
 }

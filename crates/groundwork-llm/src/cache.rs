@@ -1,9 +1,14 @@
 //! The response cache: completions stored under their canonical key, in memory (bounded, a
 //! [`RefreshingCache`] from `groundwork-cache`) and in Redis when configured.
 //!
-//! - **Reads** look in memory first; a miss there asks Redis through the memory cache's
-//!   single-flight loader, under the Redis client's operation timeout (50 ms by default) and
-//!   breaker. A Redis failure or timeout is a miss, never an error.
+//! - **Reads** look in memory first; a miss there asks Redis with one `GET`, made by the
+//!   request's own task (no load task to hand over to and back: a miss pays one Redis round
+//!   trip and nothing else), under the Redis client's operation timeout (50 ms by default)
+//!   and breaker. A Redis failure or timeout is a miss, never an error. Identical misses at
+//!   the same moment each make their `GET`; the upstream call they lead to is the one thing
+//!   worth sharing, and the [`Gateway`](crate::gateway::Gateway) shares it. A miss leaves
+//!   nothing in memory (no "known absent" entry: a distinct request per miss would fill the
+//!   memory with them).
 //! - **Writes** go to memory at once and to Redis through a bounded queue drained by a
 //!   background task: the request never waits on Redis, and when the queue is full the Redis
 //!   copy is dropped (counted), not the response.
@@ -449,45 +454,25 @@ fn flush_memory(
     match namespace {
         Some(namespace) => memory.invalidate_if(|key, _| &*key.namespace == namespace),
         None => {
-            // Counts the entries with a value (the map also holds remembered misses)...
-            let flushed = memory.invalidate_if(|_, _| true);
-            // ...and stops loads in flight from writing what they read before the flush.
-            memory.invalidate_all();
-            flushed
+            // Counts what it removes; the memory is never loaded (Redis reads made during a
+            // flush are kept out by the fence, see `ResponseCache::keep_read`).
+            memory.invalidate_if(|_, _| true)
         }
     }
 }
 
-/// The memory level's source: Redis (or nothing).
-struct RedisLevel {
-    redis: Option<RedisClient>,
-    prefix: String,
-    counters: Arc<Counters>,
-}
+/// The memory level's source: none. The memory is filled by [`ResponseCache::put`] and by
+/// the Redis reads of [`ResponseCache::lookup`], never loaded.
+struct NoSource;
 
-impl Source<EntryKey, CachedCompletion> for RedisLevel {
-    type Error = RedisError;
+impl Source<EntryKey, CachedCompletion> for NoSource {
+    type Error = std::convert::Infallible;
 
-    async fn load(&self, key: &EntryKey) -> Result<Option<CachedCompletion>, RedisError> {
-        let Some(redis) = &self.redis else {
-            return Ok(None);
-        };
-        match redis
-            .get(&redis_key(&self.prefix, &key.namespace, &key.key))
-            .await
-        {
-            Ok(found) => Ok(found.and_then(|bytes| CachedCompletion::decode(&bytes))),
-            Err(err) => {
-                // A miss, not an error: Redis is optional.
-                self.counters.redis_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(error = %err, "LLM cache: Redis read failed");
-                Ok(None)
-            }
-        }
+    async fn load(&self, _: &EntryKey) -> Result<Option<CachedCompletion>, Self::Error> {
+        Ok(None)
     }
 
-    async fn load_all(&self) -> Result<Snapshot<EntryKey, CachedCompletion>, RedisError> {
-        // The memory level is never filled as a whole: entries come one by one.
+    async fn load_all(&self) -> Result<Snapshot<EntryKey, CachedCompletion>, Self::Error> {
         Ok(Snapshot::new(Vec::new()))
     }
 }
@@ -501,11 +486,13 @@ struct RedisWrite {
     epoch: u64,
 }
 
-/// What keeps a flush from being undone by a Redis write queued before it.
+/// What keeps a flush from being undone by a Redis write queued before it, or by a Redis
+/// read that began before it.
 #[derive(Debug, Default)]
 struct Fence {
     /// Raised by every flush, made here or announced by another instance: a queued write
-    /// from an earlier epoch is not made.
+    /// from an earlier epoch is not made, and a Redis read begun in an earlier epoch is
+    /// not kept in memory.
     epoch: AtomicU64,
     /// Held by the writer while it checks the epoch and writes, so that a flush can wait
     /// for the write in flight (at most one operation timeout) before it deletes entries.
@@ -559,18 +546,12 @@ impl ResponseCache {
         let memory = RefreshingCache::builder("llm_responses")
             .ttl(options.max_ttl)
             .refresh_interval(None)
-            // Never past its TTL, never remembered as absent: a miss asks Redis again.
+            // Never past its TTL; never loaded (entries come from `put` and Redis reads).
             .max_staleness(Duration::ZERO)
-            .negative_ttl(Duration::ZERO)
-            .load_timeout(Duration::from_secs(1))
             .fill_on_miss(false)
             .capacity(options.memory_bytes)
             .weigher(|_, entry: &CachedCompletion| entry.weight())
-            .build(RedisLevel {
-                redis: redis.clone(),
-                prefix: options.redis_prefix.clone(),
-                counters: Arc::clone(&counters),
-            });
+            .build(NoSource);
         let redis = redis.map(|client| {
             let fence = Arc::new(Fence::default());
             let (writes, queue) = mpsc::channel(options.redis_queue);
@@ -634,13 +615,10 @@ impl ResponseCache {
                 self.counters.hits_memory.fetch_add(1, Ordering::Relaxed);
                 Some((entry, CacheLevel::Memory))
             }
-            None => match self.memory.get(&key).await {
-                Ok(Some(entry)) => {
-                    self.counters.hits_redis.fetch_add(1, Ordering::Relaxed);
-                    Some((entry, CacheLevel::Redis))
-                }
-                Ok(None) | Err(_) => None,
-            },
+            None => self.read_redis(&key).await.map(|entry| {
+                self.counters.hits_redis.fetch_add(1, Ordering::Relaxed);
+                (entry, CacheLevel::Redis)
+            }),
         };
         match found {
             Some((entry, _)) if entry.expired_at(unix_now()) => {
@@ -653,6 +631,52 @@ impl ResponseCache {
             None => {
                 self.counters.misses.fetch_add(1, Ordering::Relaxed);
                 None
+            }
+        }
+    }
+
+    /// The completion stored in Redis under `key`, if any (expired or not: the caller
+    /// checks), kept in memory from then on unless a flush started meanwhile. `None` without
+    /// Redis, and when Redis fails or times out (counted).
+    async fn read_redis(&self, key: &EntryKey) -> Option<Arc<CachedCompletion>> {
+        let redis = self.redis.as_ref()?;
+        let fence = &redis.fence.epoch;
+        let epoch = fence.load(Ordering::SeqCst);
+        let bytes = match redis
+            .client
+            .get(&redis_key(
+                &self.options.redis_prefix,
+                &key.namespace,
+                &key.key,
+            ))
+            .await
+        {
+            Ok(found) => found?,
+            Err(err) => {
+                // A miss, not an error: Redis is optional.
+                self.counters.redis_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %err, "LLM cache: Redis read failed");
+                return None;
+            }
+        };
+        // Another version's record is a miss.
+        let entry = CachedCompletion::decode(&bytes)?;
+        self.keep_read(redis, key, &entry, epoch);
+        Some(Arc::new(entry))
+    }
+
+    /// Keeps in memory what a Redis read begun in fence `epoch` found, unless a flush
+    /// started since. A flush raises the epoch before it empties the memory (and again after
+    /// it deleted the Redis entries), so what was read before a flush does not outlive it:
+    /// it is kept only if no flush started since the read began, and taken back if one
+    /// started while it was being kept (that flush may have emptied the memory before the
+    /// insert).
+    fn keep_read(&self, redis: &RedisSide, key: &EntryKey, entry: &CachedCompletion, epoch: u64) {
+        let fence = &redis.fence.epoch;
+        if fence.load(Ordering::SeqCst) == epoch {
+            self.memory.insert(key.clone(), entry.clone());
+            if fence.load(Ordering::SeqCst) != epoch {
+                self.memory.invalidate(key);
             }
         }
     }
@@ -745,13 +769,16 @@ impl ResponseCache {
             return report;
         };
         // Writes queued before now would bring flushed entries back: they are not made.
-        redis.fence.epoch.fetch_add(1, Ordering::AcqRel);
+        redis.fence.epoch.fetch_add(1, Ordering::SeqCst);
         report.flushed = flush_memory(&self.memory, namespace);
         // The write in flight, if any, lands before the deletion starts.
         drop(redis.fence.gate.lock().await);
         let (deleted, error) = self.delete_from_redis(&redis.client, namespace).await;
         report.redis_deleted = Some(deleted);
         report.redis_errors.extend(error);
+        // Redis reads that began before the deletion may still bring entries back: raised
+        // again, the epoch keeps them out of memory from now on (see `read_redis`).
+        redis.fence.epoch.fetch_add(1, Ordering::SeqCst);
         report.flushed += flush_memory(&self.memory, namespace);
         // Two strings: serializing cannot fail. (If it did, the empty message would read
         // as unreadable, which flushes everything: still safe.)
@@ -871,7 +898,7 @@ async fn follow_flushes(
         if generation != seen {
             if generation > 1 {
                 // Made again after it was lost: announcements sent meanwhile were missed.
-                fence.epoch.fetch_add(1, Ordering::AcqRel);
+                fence.epoch.fetch_add(1, Ordering::SeqCst);
                 flush_memory(&memory, None);
                 counters.resyncs.fetch_add(1, Ordering::Relaxed);
                 tracing::info!("LLM cache: flush subscription made again; memory flushed");
@@ -893,7 +920,7 @@ async fn follow_flushes(
                 None
             }
         };
-        fence.epoch.fetch_add(1, Ordering::AcqRel);
+        fence.epoch.fetch_add(1, Ordering::SeqCst);
         let flushed = flush_memory(&memory, namespace.as_deref());
         counters.flushes_received.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
@@ -990,6 +1017,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn misses_leave_nothing_in_memory() {
+        let cache = ResponseCache::new(ResponseCacheOptions::new(), None);
+        for n in 0..1000 {
+            let key = crate::key::cache_key("t", &serde_json::json!({ "n": n })).unwrap();
+            assert!(cache.get("t", &key).await.is_none());
+        }
+        assert_eq!(cache.stats().misses, 1000);
+        assert_eq!(cache.stats().entries, 0);
+        assert_eq!(cache.memory.stats().entries, 0);
+    }
+
+    #[tokio::test]
     async fn without_redis_a_flush_empties_the_memory_and_reports_nothing_else() {
         let cache = ResponseCache::new(ResponseCacheOptions::new(), None);
         let key = |n: u32| crate::key::cache_key("t", &serde_json::json!({ "n": n })).unwrap();
@@ -1013,6 +1052,45 @@ mod tests {
         assert_eq!(report.flushed, 1);
         assert!(cache.get("b", &key(3)).await.is_none());
         assert!(!cache.stats().listening);
+    }
+
+    #[tokio::test]
+    async fn a_redis_read_begun_before_a_flush_is_not_kept_in_memory() {
+        // Nothing listens there: the flush's Redis part fails at once, its memory part not.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let client = RedisClient::new(groundwork_clients::redis::RedisOptions::new(format!(
+            "redis://127.0.0.1:{port}"
+        )))
+        .unwrap();
+        let cache = ResponseCache::new(ResponseCacheOptions::new(), Some(client));
+        let redis = Arc::clone(cache.redis.as_ref().unwrap());
+        let key = EntryKey {
+            namespace: Arc::from("t"),
+            key: crate::key::cache_key("t", &serde_json::json!({ "n": 1 })).unwrap(),
+        };
+        let entry = CachedCompletion {
+            namespace: Arc::from("t"),
+            completion: Bytes::from_static(b"{}"),
+            chunks: None,
+            expires_at: unix_now() + 60,
+        };
+
+        // A read begins, a flush runs to its end, then the read's answer arrives.
+        let begun = redis.fence.epoch.load(Ordering::SeqCst);
+        cache.flush(None).await;
+        cache.keep_read(&redis, &key, &entry, begun);
+        assert_eq!(cache.stats().entries, 0);
+        assert!(cache.memory.peek(&key).is_none());
+
+        // A read begun after the flush is kept.
+        let begun = redis.fence.epoch.load(Ordering::SeqCst);
+        cache.keep_read(&redis, &key, &entry, begun);
+        assert_eq!(cache.stats().entries, 1);
+        assert!(cache.memory.peek(&key).is_some());
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //! namespace flush removes only that tenant's entries, whatever characters the tenant's name
 //! or the key prefix hold. With Redis unreachable, a flush still empties the memory and says
 //! what Redis did not do; after its subscription is cut and made again, an instance flushes
-//! its whole memory (announcements may have been missed).
+//! its whole memory (announcements may have been missed). A flush that starts while a slow
+//! Redis read is in flight lets the read answer its request and leaves nothing behind.
+//! (That a read begun before a flush is never kept in memory after it is tested in
+//! `cache.rs`, where the read's answer can be made to arrive after the whole flush.)
 //!
 //! Needs `GROUNDWORK_TEST_REDIS_URL` (except the unreachable-Redis test); without it the
 //! tests pass after a notice, unless `GROUNDWORK_REQUIRE_REDIS=1`.
@@ -40,7 +43,11 @@ fn unique_prefix(test: &str) -> String {
 }
 
 async fn connected(url: &str) -> RedisClient {
-    let redis = RedisClient::new(RedisOptions::new(url)).unwrap();
+    connected_with(RedisOptions::new(url)).await
+}
+
+async fn connected_with(options: RedisOptions) -> RedisClient {
+    let redis = RedisClient::new(options).unwrap();
     let started = Instant::now();
     while redis.ping().await.is_err() {
         assert!(started.elapsed() < PROMPT, "Redis never connected");
@@ -336,4 +343,87 @@ async fn after_its_subscription_is_made_again_an_instance_flushes_its_memory() {
     assert_eq!(b.stats().hits_redis, 2);
     assert_eq!(a.stats().resyncs, 0);
     assert_eq!(a.flush(None).await.redis_deleted, Some(1));
+}
+
+#[tokio::test]
+async fn a_flush_during_a_slow_redis_read_answers_the_read_and_leaves_nothing() {
+    let Some(url) =
+        redis_url("a_flush_during_a_slow_redis_read_answers_the_read_and_leaves_nothing")
+    else {
+        return;
+    };
+    let prefix = unique_prefix("flush_read_in_flight");
+    let writer = instance(connected(&url).await, &prefix).await;
+    store(&writer, "team", 1);
+    written(&writer, 1).await;
+
+    // The reader's Redis is slow: each way takes 500 ms, so its GET is in flight for 1 s.
+    // Its timeouts are long enough for that (the connection's watchdog `PING` waits behind
+    // the flush's commands: with the default 1 s it would drop the connection).
+    let proxy = TcpProxy::start(upstream_of(&url).await.unwrap())
+        .await
+        .unwrap();
+    let slow = connected_with(
+        RedisOptions::new(with_port(&url, proxy.port()))
+            .op_timeout(Duration::from_secs(20))
+            .connect_timeout(Duration::from_secs(20)),
+    )
+    .await;
+    let reader = instance(slow, &prefix).await;
+    proxy
+        .set_mode(groundwork_testkit::Mode::Delay(Duration::from_millis(500)))
+        .await
+        .unwrap();
+    let read = tokio::spawn({
+        let reader = reader.clone();
+        async move { served(&reader, "team", 1).await }
+    });
+    // The GET is on its way (it reaches Redis 500 ms after it was sent, before the flush's
+    // first command); the flush starts before its answer comes back.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let flush = tokio::spawn({
+        let reader = reader.clone();
+        async move { reader.flush(None).await }
+    });
+    // The request that was reading is answered with what it read...
+    assert_eq!(read.await.unwrap(), Some(body(1)));
+    let report = flush.await.unwrap();
+    assert!(report.redis_errors.is_empty(), "{report:?}");
+    assert_eq!(report.redis_deleted, Some(1), "{report:?}");
+    // ...but the flush leaves nothing behind: not in memory, not in Redis.
+    assert_eq!(reader.stats().entries, 0);
+    proxy
+        .set_mode(groundwork_testkit::Mode::Pass)
+        .await
+        .unwrap();
+    assert_eq!(served(&reader, "team", 1).await, None);
+    assert_eq!(served(&writer, "team", 1).await, None);
+}
+
+#[tokio::test]
+async fn a_miss_leaves_nothing_in_memory_and_a_redis_hit_is_kept_there() {
+    let Some(url) = redis_url("a_miss_leaves_nothing_in_memory_and_a_redis_hit_is_kept_there")
+    else {
+        return;
+    };
+    let prefix = unique_prefix("read_keeps");
+    let writer = instance(connected(&url).await, &prefix).await;
+    let reader = instance(connected(&url).await, &prefix).await;
+    // Distinct misses, as a stream of new requests makes: no trace of them is kept.
+    for n in 0..100 {
+        assert_eq!(served(&reader, "team", n).await, None);
+    }
+    assert_eq!(reader.stats().entries, 0);
+    assert_eq!(reader.stats().misses, 100);
+
+    store(&writer, "team", 7);
+    written(&writer, 1).await;
+    let (_, level) = reader.lookup("team", &key("team", 7)).await.unwrap();
+    assert_eq!(level, groundwork_llm::cache::CacheLevel::Redis);
+    assert_eq!(reader.stats().entries, 1);
+    let (entry, level) = reader.lookup("team", &key("team", 7)).await.unwrap();
+    assert_eq!(level, groundwork_llm::cache::CacheLevel::Memory);
+    assert_eq!(entry.completion, body(7));
+    // Clean-up (what a flush does is tested above): the key expires anyway.
+    let _ = writer.flush(None).await;
 }

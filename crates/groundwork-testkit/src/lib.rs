@@ -11,7 +11,8 @@
 //! The [`openai`] module has a fake OpenAI-compatible upstream ([`openai::MockOpenAi`]) for
 //! the LLM layer's tests: deterministic chat completions, plain or streamed, with latency,
 //! failures (`429`/`5xx` with `Retry-After`) and cut streams on demand. The `mock-openai`
-//! binary serves it for load tests (`mock-openai --help`).
+//! binary serves it for load tests (`mock-openai --help`), and the `loadgen` binary sends
+//! them an open-loop load whose every request is distinct (`loadgen --help`).
 //!
 //! This crate is meant for `[dev-dependencies]` only.
 //!

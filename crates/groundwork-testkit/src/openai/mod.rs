@@ -85,6 +85,7 @@
 //! ```
 
 mod completion;
+mod precise;
 mod server;
 
 use std::fmt;
@@ -129,6 +130,7 @@ pub struct MockOptions {
     first_byte_delay: Duration,
     chunk_delay: Duration,
     chunks: usize,
+    precise_timing: bool,
 }
 
 impl Default for MockOptions {
@@ -139,6 +141,7 @@ impl Default for MockOptions {
             first_byte_delay: Duration::ZERO,
             chunk_delay: Duration::ZERO,
             chunks: 4,
+            precise_timing: false,
         }
     }
 }
@@ -188,6 +191,18 @@ impl MockOptions {
     #[must_use]
     pub fn chunks(mut self, chunks: usize) -> Self {
         self.chunks = chunks;
+        self
+    }
+
+    /// Whether the delays (latency, first byte, between chunks) are kept by a timer thread
+    /// to the tens of microseconds instead of Tokio's timer, which rounds each one up to the
+    /// next millisecond tick (a 20 ms latency then lasts 20 to 22 ms, and a client's
+    /// sub-millisecond differences come out as 0 or 1 ms). For load tests that compare
+    /// latencies through the mock; the `mock-openai` binary turns it on. It also means the
+    /// delays ignore a paused Tokio clock. Default: off.
+    #[must_use]
+    pub fn precise_timing(mut self, precise: bool) -> Self {
+        self.precise_timing = precise;
         self
     }
 }
@@ -250,6 +265,8 @@ struct Seen {
 #[derive(Debug)]
 struct Shared {
     options: MockOptions,
+    /// The delays' timer with [`MockOptions::precise_timing`]; Tokio's otherwise.
+    timer: Option<precise::PreciseTimer>,
     controls: Mutex<Controls>,
     seen: Mutex<Seen>,
     calls: AtomicU64,
@@ -257,13 +274,27 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(options: MockOptions) -> Self {
-        Self {
+    fn new(options: MockOptions) -> io::Result<Self> {
+        let timer = if options.precise_timing {
+            Some(precise::PreciseTimer::start()?)
+        } else {
+            None
+        };
+        Ok(Self {
+            timer,
             controls: Mutex::new(Controls::from(&options)),
             options,
             seen: Mutex::default(),
             calls: AtomicU64::new(0),
             connections: AtomicU64::new(0),
+        })
+    }
+
+    /// Waits `delay` on the mock's timer.
+    async fn sleep(&self, delay: Duration) {
+        match &self.timer {
+            Some(timer) => timer.sleep(delay).await,
+            None => tokio::time::sleep(delay).await,
         }
     }
 
@@ -335,7 +366,8 @@ impl MockOpenAi {
     /// Starts a mock with these options.
     ///
     /// # Errors
-    /// When it cannot listen on [`MockOptions::bind`].
+    /// When it cannot listen on [`MockOptions::bind`], or cannot start the timer thread of
+    /// [`MockOptions::precise_timing`].
     ///
     /// # Panics
     /// When called outside a Tokio runtime.
@@ -349,7 +381,7 @@ impl MockOpenAi {
         socket.bind(options.bind)?;
         let listener = socket.listen(BACKLOG)?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(options));
+        let shared = Arc::new(Shared::new(options)?);
         let task = tokio::spawn(server::accept_loop(listener, Arc::clone(&shared)));
         Ok(Self { addr, shared, task })
     }

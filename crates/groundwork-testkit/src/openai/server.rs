@@ -70,7 +70,7 @@ async fn chat_completions(
     shared.record(request, authorization);
 
     if !plan.latency.is_zero() {
-        tokio::time::sleep(plan.latency).await;
+        shared.sleep(plan.latency).await;
     }
     if let Some((status, retry_after)) = plan.failure {
         let message = format!("Mock failure: {status}.");
@@ -85,7 +85,7 @@ async fn chat_completions(
     }
     match chat {
         Err(message) => json_response(StatusCode::BAD_REQUEST, error_body(400, message)),
-        Ok(chat) if chat.stream => stream_response(&chat, &plan),
+        Ok(chat) if chat.stream => stream_response(&chat, &plan, shared),
         Ok(chat) => json_response(StatusCode::OK, chat.completion(plan.call)),
     }
 }
@@ -108,14 +108,16 @@ struct Streaming {
     events: std::vec::IntoIter<Bytes>,
     sent: usize,
     plan: Plan,
+    shared: Arc<Shared>,
 }
 
 /// A `text/event-stream` answer, paced and cut as `plan` says.
-fn stream_response(chat: &Chat, plan: &Plan) -> Response {
+fn stream_response(chat: &Chat, plan: &Plan, shared: Arc<Shared>) -> Response {
     let streaming = Streaming {
         events: chat.events(plan.call, plan.chunks).into_iter(),
         sent: 0,
         plan: *plan,
+        shared,
     };
     let events = futures_util::stream::unfold(Some(streaming), |streaming| async move {
         let mut streaming = streaming?;
@@ -135,7 +137,7 @@ fn stream_response(chat: &Chat, plan: &Plan) -> Response {
             streaming.plan.chunk_delay
         };
         if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
+            streaming.shared.sleep(delay).await;
         }
         streaming.sent += 1;
         Some((Ok(event), Some(streaming)))
