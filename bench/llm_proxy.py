@@ -2,8 +2,6 @@
 """Helpers of bench/llm_proxy.sh (Python standard library only). See bench/README.md.
 
   wait URL PID                 until URL answers 200 (exits 1 if process PID ends first)
-  conns --port P --out F       samples the TCP connections to 127.0.0.1:P every --interval s
-                               until SIGTERM/SIGINT, then writes what it saw as JSON
   ttfb --direct URL --proxied URL --tag T --n N --out F
                                time to the first SSE event of N streaming requests on each
                                path, alternating, one keep-alive connection per path; every
@@ -17,7 +15,6 @@ import argparse
 import http.client
 import json
 import os
-import signal
 import sys
 import time
 import urllib.error
@@ -106,87 +103,6 @@ def cmd_ttfb(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- conns ---------------------------------------------------------------------------------
-# /proc/net/tcp{,6}: "sl local_address rem_address st ...", addresses as HEX_IP:HEX_PORT.
-ESTABLISHED, TIME_WAIT = "01", "06"
-
-
-def sockets(port: int):
-    """(state, local port, remote port) of every TCP socket with `port` on either side."""
-    out = []
-    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(path) as f:
-                next(f)
-                for line in f:
-                    parts = line.split()
-                    lport = int(parts[1].rsplit(":", 1)[1], 16)
-                    rport = int(parts[2].rsplit(":", 1)[1], 16)
-                    if lport == port or rport == port:
-                        out.append((parts[3], lport, rport))
-        except FileNotFoundError:
-            pass
-    return out
-
-
-def active_opens() -> int:
-    with open("/proc/net/snmp") as f:
-        rows = [line.split() for line in f if line.startswith("Tcp:")]
-    return int(rows[1][rows[0].index("ActiveOpens")])
-
-
-def cmd_conns(args: argparse.Namespace) -> int:
-    """Client-side sockets towards the port (remote port == port): the proxy's upstream
-    connections, as `ss -tn state established '( dport = :PORT )'` lists them."""
-    stop = False
-
-    def on_signal(*_):
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    port = args.port
-    t0 = time.time()
-    opens0 = active_opens()
-    # TIME_WAIT sockets already there (earlier runs) are not this window's closes.
-    tw_before = {(lp, rp) for st, lp, rp in sockets(port) if st == TIME_WAIT}
-    counts, seen, peak_at = [], set(), 0.0
-    tw_new = set()
-    while not stop:
-        socks = sockets(port)
-        est = [(lp, rp) for st, lp, rp in socks if st == ESTABLISHED and rp == port]
-        counts.append(len(est))
-        seen.update(est)
-        if len(est) == max(counts):
-            peak_at = time.time() - t0
-        tw_new.update((lp, rp) for st, lp, rp in socks
-                      if st == TIME_WAIT and (lp, rp) not in tw_before)
-        time.sleep(args.interval)
-    doc = {
-        "port": port,
-        "interval_s": args.interval,
-        "seconds": round(time.time() - t0, 3),
-        "samples": len(counts),
-        "peak": max(counts, default=0),
-        "peak_at_s": round(peak_at, 3),
-        "mean": round(sum(counts) / len(counts), 2) if counts else 0.0,
-        "first": counts[0] if counts else 0,
-        "last": counts[-1] if counts else 0,
-        "distinct": len(seen),
-        # A closed TCP connection leaves a TIME_WAIT socket (for 60 s) on the side that
-        # closed first: new ones with the port on either side are connections closed in
-        # this window, by the proxy or by the mock.
-        "closed": len(tw_new),
-        # Every process of the machine: the load generator's own connections are in it.
-        "active_opens_machine": active_opens() - opens0,
-        "counts": counts,
-    }
-    with open(args.out, "w") as f:
-        json.dump(doc, f, indent=1)
-    return 0
-
-
 # --- report --------------------------------------------------------------------------------
 def load(path, default=None):
     try:
@@ -261,8 +177,14 @@ def window_extras(raw: str, name: str) -> dict:
         out["mock_calls"] = mock["after"] - mock["before"] - 1
     if isinstance(redis.get("before"), int) and isinstance(redis.get("after"), int):
         out["redis_gets"] = redis["after"] - redis["before"]
-    if conns:
-        out["conns"] = {k: v for k, v in conns.items() if k != "counts"}
+    if conns and isinstance(conns.get("before"), dict) and isinstance(conns.get("after"), dict):
+        # The mock's own counts of the connections that carried chat calls (GET
+        # /mock/connections): open, most open at once since the reset, closed.
+        b, a = conns["before"], conns["after"]
+        opened = (a["open"] - b["open"]) + (a["closed"] - b["closed"])
+        out["conns"] = {"peak": a["peak_open"], "open_at_start": b["open"], "opened": opened,
+                        "distinct": b["open"] + opened, "closed": a["closed"] - b["closed"],
+                        "open_at_end": a["open"]}
     cpu = load(os.path.join(raw, f"{name}.cpu.json"), {})
     if cpu.get("before") and cpu.get("after"):
         # "cpu user nice system idle iowait irq softirq steal guest guest_nice", in ticks.
@@ -372,9 +294,9 @@ def cmd_report(args: argparse.Namespace) -> int:
                      f"client errors {sum(v for k, v in b.get('client', {}).items() if k.startswith('errors') or k == 'rejected')}, "
                      f"retries {b.get('client', {}).get('retries', 'n/a')}")
         if c:
-            lines.append(f"          upstream TCP connections (ESTABLISHED to the mock's port, sampled every "
-                         f"{c['interval_s'] * 1000:.0f} ms, {c['samples']} samples): peak {c['peak']}, mean {c['mean']}, "
-                         f"distinct {c['distinct']}, closed in the window {c['closed']}; pool keeps {pool} idle per host")
+            lines.append(f"          upstream TCP connections (counted by the mock): most open at once {c['peak']}, "
+                         f"used {c['distinct']} ({c['open_at_start']} open at the start + {c['opened']} opened), "
+                         f"closed in the window {c['closed']}; pool keeps {pool} idle per host")
         errs = a["non_2xx"] + a["no_response"] + b["non_2xx"] + b["no_response"]
         check(errs == 0, f"{rate}/s: 0 errors (non-2xx or no answer), direct and proxied (got {errs})")
         headers = b.get("cache_headers") or {}
@@ -391,7 +313,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             check(c["peak"] <= pool and c["distinct"] <= pool,
                   f"{rate}/s: upstream connections <= pool size {pool} (peak {c['peak']}, distinct {c['distinct']})")
         else:
-            check(False, f"{rate}/s: upstream connections sampled")
+            check(False, f"{rate}/s: upstream connections counted (GET /mock/connections)")
     lines.append("")
 
     # 2. hits
@@ -479,10 +401,6 @@ def main() -> int:
     s.add_argument("url")
     s.add_argument("pid", type=int)
     s.add_argument("--timeout", type=float, default=60)
-    s = sub.add_parser("conns")
-    s.add_argument("--port", type=int, required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--interval", type=float, default=0.05)
     s = sub.add_parser("ttfb")
     s.add_argument("--direct", required=True)
     s.add_argument("--proxied", required=True)
@@ -496,7 +414,7 @@ def main() -> int:
     s.add_argument("--out", required=True)
     s.add_argument("--json", required=True)
     args = p.parse_args()
-    return {"wait": cmd_wait, "conns": cmd_conns, "ttfb": cmd_ttfb,
+    return {"wait": cmd_wait, "ttfb": cmd_ttfb,
             "report": cmd_report}[args.cmd](args)
 
 

@@ -33,9 +33,9 @@ Load test of groundwork's OpenAI-compatible caching proxy, POST /v1/chat/complet
      "temperature": 0, no x-groundwork-cache header), so each one is a real MISS: looked up,
      sent upstream, recorded and stored; reports p50/p99 of both, the added p50/p99
      (b - a), errors, the MISS count (headers and the server's counters), upstream calls
-     and the upstream TCP connections seen during (b) (sampled every 50 ms from
-     /proc/net/tcp, i.e. ss -tn state established '( dport = :<mock port> )') against the
-     HTTP client's pool (30 idle per host);
+     and the upstream TCP connections during (b) (counted by the mock, GET
+     /mock/connections: the most open at once, opened and closed in the window) against
+     the HTTP client's pool (30 idle per host);
   5. CACHE HITS at 1,000 requests/s, the same deterministic body every time: from A's memory,
      then from Redis through B; p99, the x-groundwork-cache mix (the server's counters,
      GET /api/v1/llm-cache) and the upstream calls during the window (0 expected);
@@ -177,7 +177,6 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/groundwork-llm-proxy.XXXXXX")
 MOCK_PID=""
 A_PID=""
 B_PID=""
-SAMPLER_PID=""
 CHILD_PID=""
 
 # Runs a command in the background and waits for it, so that Ctrl-C/TERM interrupts the
@@ -211,7 +210,6 @@ cleanup() {
     trap '' INT TERM
     trap - EXIT
     stop_pid "$CHILD_PID" "child" 5
-    stop_pid "$SAMPLER_PID" "connection sampler" 2
     stop_pid "$A_PID" "server A" 12
     stop_pid "$B_PID" "server B" 12
     stop_pid "$MOCK_PID" "mock-openai" 5
@@ -231,7 +229,8 @@ free_port() {
 
 # --- mock upstream ---------------------------------------------------------------------------
 MOCK_PORT=$(free_port)
-MOCK_URL="http://127.0.0.1:$MOCK_PORT/v1"
+MOCK_BASE="http://127.0.0.1:$MOCK_PORT"
+MOCK_URL="$MOCK_BASE/v1"
 log "starting $MOCK_BIN on 127.0.0.1:$MOCK_PORT (--latency-ms $MOCK_LATENCY_MS, one runtime worker per core)"
 "$MOCK_BIN" --bind "127.0.0.1:$MOCK_PORT" --latency-ms "$MOCK_LATENCY_MS" --chunks 8 \
     >"$RAW/mock.log" 2>&1 &
@@ -415,16 +414,19 @@ measure() {
     [[ -z $pid ]] || printf '{"ticks_per_s": %s, "before": %s' "$(getconf CLK_TCK)" \
         "$(server_ticks "$pid")" >"$RAW/$name.server-cpu.json"
     if [[ $sample == 1 ]]; then
-        python3 "$BENCH_DIR/llm_proxy.py" conns --port "$MOCK_PORT" --out "$RAW/$name.conns.json" &
-        SAMPLER_PID=$!
+        # The connections that carry chat calls to the mock, counted by the mock itself
+        # (exact, and free: sampling /proc/net/tcp from here cost enough CPU to add
+        # milliseconds to the p99 of both paths). The pause lets the probes' connections end.
         sleep 0.2
+        printf '{"before": %s' "$(curl -sS --max-time 10 -X POST "$MOCK_BASE/mock/connections/reset-peak")" \
+            >"$RAW/$name.conns.json"
     fi
     log "$name: ${DURATION}s at ${rate}/s -> $url${1:+ ($1)} ($gen)"
     load_run "$gen" "$RAW/$name.oha.json" "$rate" "$DURATION" "$url" "$name" "$@" \
         || die "$gen load failed ($name)"
     if [[ $sample == 1 ]]; then
-        stop_pid "$SAMPLER_PID" "connection sampler" 5
-        SAMPLER_PID=""
+        printf ', "after": %s}\n' "$(curl -sS --max-time 10 "$MOCK_BASE/mock/connections")" \
+            >>"$RAW/$name.conns.json"
     fi
     printf ', "after": %s}\n' "$(redis_gets)" >>"$RAW/$name.redis.json"
     printf ', "after": "%s"}\n' "$(head -n 1 /proc/stat)" >>"$RAW/$name.cpu.json"
@@ -446,7 +448,6 @@ PY
 }
 
 for rate in "${RATES[@]}"; do
-    # The connection sampler runs in both windows, so that its CPU weighs on both alike.
     # Both with the same generator and distinct bodies; through A each request is a MISS.
     measure "direct-$rate" "$rate" "$MOCK_URL/chat/completions" - 1 unique
     measure "proxied-$rate" "$rate" "$A_BASE/v1/chat/completions" "$A_BASE" 1 unique

@@ -135,7 +135,7 @@ const TIMEOUT_MARGIN: Duration = Duration::from_secs(1);
 /// An OpenAI-compatible API to call: its base URL and API key.
 ///
 /// `Debug` does not show the key.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Upstream {
     /// The API's base URL, without the endpoint: `https://api.openai.com/v1`. Requests go to
     /// `{base_url}/chat/completions` (a trailing `/` is ignored).
@@ -199,7 +199,25 @@ struct Inner {
     /// The in-flight slots of each upstream, by the same name
     /// ([`ClientOptions::max_connections_per_upstream`]).
     slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Every upstream called so far, worked out once (at most [`MAX_ENDPOINTS`]).
+    endpoints: Mutex<HashMap<Upstream, Arc<Endpoint>>>,
     counters: Arc<Counters>,
+}
+
+/// How many upstreams [`Inner::endpoints`] keeps; past that it starts again from empty (a
+/// client calls a handful of upstreams, and a forgotten one is only worked out again).
+const MAX_ENDPOINTS: usize = 256;
+
+/// What every call to one [`Upstream`] shares, worked out on its first call: parsing the
+/// URL, naming the host and building the headers on every call took a measurable share of a
+/// proxied miss's CPU time (`bench/llm_proxy.sh`).
+struct Endpoint {
+    /// `{base_url}/chat/completions`.
+    url: Url,
+    /// The headers of a non-streaming call (`[0]`) and of a streaming one (`[1]`).
+    headers: [HeaderMap; 2],
+    breaker: CircuitBreaker,
+    slots: Arc<Semaphore>,
 }
 
 impl fmt::Debug for LlmClient {
@@ -213,11 +231,23 @@ impl fmt::Debug for LlmClient {
 
 /// A request ready to be sent, once per attempt.
 struct Prepared {
-    url: Url,
-    headers: HeaderMap,
+    endpoint: Arc<Endpoint>,
+    stream: bool,
     body: Bytes,
-    breaker: CircuitBreaker,
-    slots: Arc<Semaphore>,
+}
+
+impl Prepared {
+    fn url(&self) -> &Url {
+        &self.endpoint.url
+    }
+
+    fn headers(&self) -> &HeaderMap {
+        &self.endpoint.headers[usize::from(self.stream)]
+    }
+
+    fn breaker(&self) -> &CircuitBreaker {
+        &self.endpoint.breaker
+    }
 }
 
 impl LlmClient {
@@ -229,6 +259,7 @@ impl LlmClient {
                 options,
                 breakers: Mutex::new(HashMap::new()),
                 slots: Mutex::new(HashMap::new()),
+                endpoints: Mutex::new(HashMap::new()),
                 counters: Arc::new(Counters::default()),
             }),
         }
@@ -256,7 +287,7 @@ impl LlmClient {
     ) -> Result<UpstreamReply, LlmError> {
         bump(&self.inner.counters.calls);
         let prepared = self.prepare(upstream, body, false)?;
-        self.run(&prepared.breaker, |deadline| {
+        self.run(prepared.breaker(), |deadline| {
             self.complete_once(&prepared, deadline)
         })
         .await
@@ -280,7 +311,7 @@ impl LlmClient {
         bump(&counters.stream_calls);
         let prepared = self.prepare(upstream, body, true)?;
         let reader = self
-            .run(&prepared.breaker, |deadline| {
+            .run(prepared.breaker(), |deadline| {
                 self.stream_once(&prepared, deadline)
             })
             .await?;
@@ -327,12 +358,12 @@ impl LlmClient {
 
     /// Waits for an in-flight slot of the prepared request's upstream.
     async fn slot(prepared: &Prepared) -> Result<OwnedSemaphorePermit, LlmError> {
-        Arc::clone(&prepared.slots)
+        Arc::clone(&prepared.endpoint.slots)
             .acquire_owned()
             .await
             // The semaphore is never closed; this is unreachable in practice.
             .map_err(|_| LlmError::InvalidUpstream {
-                base_url: prepared.url.to_string(),
+                base_url: prepared.url().to_string(),
                 reason: "the upstream's request slots are closed".to_owned(),
             })
     }
@@ -354,6 +385,48 @@ impl LlmClient {
         body: &Value,
         stream: bool,
     ) -> Result<Prepared, LlmError> {
+        let endpoint = self.endpoint(upstream)?;
+        let Some(fields) = body.as_object() else {
+            return Err(LlmError::InvalidRequest {
+                reason: "the body must be a JSON object".to_owned(),
+            });
+        };
+        let body = serde_json::to_vec(&WithStream { fields, stream }).map_err(|err| {
+            LlmError::InvalidRequest {
+                reason: err.to_string(),
+            }
+        })?;
+        Ok(Prepared {
+            endpoint,
+            stream,
+            body: Bytes::from(body),
+        })
+    }
+
+    /// The [`Endpoint`] of `upstream`, worked out on its first call.
+    fn endpoint(&self, upstream: &Upstream) -> Result<Arc<Endpoint>, LlmError> {
+        let endpoints = || {
+            self.inner
+                .endpoints
+                .lock()
+                // Entries are inserted whole: after a panic the map is still usable.
+                .unwrap_or_else(PoisonError::into_inner)
+        };
+        if let Some(endpoint) = endpoints().get(upstream) {
+            return Ok(Arc::clone(endpoint));
+        }
+        // Worked out outside the lock; two first calls racing both do it, and one wins.
+        let endpoint = Arc::new(self.work_out(upstream)?);
+        let mut endpoints = endpoints();
+        if endpoints.len() >= MAX_ENDPOINTS {
+            endpoints.clear();
+        }
+        Ok(Arc::clone(
+            endpoints.entry(upstream.clone()).or_insert(endpoint),
+        ))
+    }
+
+    fn work_out(&self, upstream: &Upstream) -> Result<Endpoint, LlmError> {
         let invalid = |reason: String| LlmError::InvalidUpstream {
             base_url: upstream.base_url.clone(),
             reason,
@@ -376,36 +449,19 @@ impl LlmClient {
 
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(
-            ACCEPT,
-            HeaderValue::from_static(if stream {
-                "text/event-stream"
-            } else {
-                "application/json"
-            }),
-        );
         if let Some(key) = &upstream.api_key {
             let mut value = HeaderValue::try_from(format!("Bearer {key}"))
                 .map_err(|_| invalid("the API key is not a valid header value".to_owned()))?;
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }
+        let mut streaming = headers.clone();
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        streaming.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
 
-        let Some(fields) = body.as_object() else {
-            return Err(LlmError::InvalidRequest {
-                reason: "the body must be a JSON object".to_owned(),
-            });
-        };
-        let body = serde_json::to_vec(&WithStream { fields, stream }).map_err(|err| {
-            LlmError::InvalidRequest {
-                reason: err.to_string(),
-            }
-        })?;
-
-        Ok(Prepared {
+        Ok(Endpoint {
             url,
-            headers,
-            body: Bytes::from(body),
+            headers: [headers, streaming],
             breaker: self.breaker(&name),
             slots: self.slots(&name),
         })
@@ -498,8 +554,8 @@ impl LlmClient {
     fn request(&self, prepared: &Prepared, timeout: Duration) -> reqwest::RequestBuilder {
         self.inner
             .http
-            .request(reqwest::Method::POST, prepared.url.clone())
-            .headers(prepared.headers.clone())
+            .request(reqwest::Method::POST, prepared.url().clone())
+            .headers(prepared.headers().clone())
             .body(prepared.body.clone())
             .timeout(timeout)
     }
@@ -800,7 +856,12 @@ mod tests {
         let name = |base: &str| {
             client
                 .prepare(&Upstream::new(base), &body, false)
-                .map(|prepared| (prepared.url.to_string(), prepared.breaker.name().to_owned()))
+                .map(|prepared| {
+                    (
+                        prepared.url().to_string(),
+                        prepared.breaker().name().to_owned(),
+                    )
+                })
         };
         assert_eq!(
             name("https://api.openai.com/v1/").unwrap(),
@@ -826,6 +887,32 @@ mod tests {
     }
 
     #[test]
+    fn an_upstream_is_worked_out_once_and_the_memo_is_bounded() {
+        let client = client();
+        let body = json!({});
+        let upstream = Upstream::new("http://127.0.0.1:8000/v1").with_api_key("sk-a");
+        let first = client.prepare(&upstream, &body, false).unwrap();
+        let again = client.prepare(&upstream, &body, true).unwrap();
+        assert!(Arc::ptr_eq(&first.endpoint, &again.endpoint));
+        assert_eq!(first.headers()[ACCEPT], "application/json");
+        assert_eq!(again.headers()[ACCEPT], "text/event-stream");
+        assert_eq!(again.headers()[AUTHORIZATION], "Bearer sk-a");
+        // Another key is another endpoint (other headers), on the same host's breaker.
+        let other = client
+            .prepare(&upstream.clone().with_api_key("sk-b"), &body, false)
+            .unwrap();
+        assert!(!Arc::ptr_eq(&first.endpoint, &other.endpoint));
+        assert_eq!(other.headers()[AUTHORIZATION], "Bearer sk-b");
+        assert_eq!(other.breaker().name(), first.breaker().name());
+
+        for port in 0..(MAX_ENDPOINTS + 10) {
+            let upstream = Upstream::new(format!("http://127.0.0.1:{}/v1", 10_000 + port));
+            client.prepare(&upstream, &body, false).unwrap();
+        }
+        assert!(client.inner.endpoints.lock().unwrap().len() <= MAX_ENDPOINTS);
+    }
+
+    #[test]
     fn keys_are_sent_but_never_shown() {
         let client = client();
         let upstream = Upstream::new("https://api.openai.com/v1").with_api_key("sk-secret");
@@ -834,9 +921,9 @@ mod tests {
             r#"Upstream { base_url: "https://api.openai.com/v1", api_key: Some("<redacted>") }"#
         );
         let prepared = client.prepare(&upstream, &json!({}), false).unwrap();
-        assert_eq!(prepared.headers[AUTHORIZATION], "Bearer sk-secret");
-        assert!(prepared.headers[AUTHORIZATION].is_sensitive());
-        assert!(!format!("{:?}", prepared.headers).contains("sk-secret"));
+        assert_eq!(prepared.headers()[AUTHORIZATION], "Bearer sk-secret");
+        assert!(prepared.headers()[AUTHORIZATION].is_sensitive());
+        assert!(!format!("{:?}", prepared.headers()).contains("sk-secret"));
 
         let bad = Upstream::new("https://api.openai.com/v1").with_api_key("sk\nsecret");
         let err = client.prepare(&bad, &json!({}), false).err().unwrap();

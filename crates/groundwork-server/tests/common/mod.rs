@@ -521,6 +521,11 @@ impl ServerProcess {
         }
     }
 
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What the server printed so far.
     pub(crate) fn logs(&self) -> String {
         let read =

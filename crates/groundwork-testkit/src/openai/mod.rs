@@ -34,6 +34,14 @@
 //! last `data: [DONE]`. Every chunk has the same `id`, `created` and `model` as the plain
 //! answer would.
 //!
+//! `GET /mock/connections` answers the connection counters as JSON, for a benchmark in
+//! another process (`{"accepted": n, "open": n, "peak_open": n, "closed": n}`, see
+//! [`ConnectionCounts`]: `open`, `peak_open` and `closed` count only connections that carried
+//! a chat call, so the reader's own connection is not in them); `POST
+//! /mock/connections/reset-peak` sets the peak to the connections open now and answers the
+//! same. Exact, and free, where sampling `/proc/net/tcp` from outside costs enough CPU to
+//! show in the latencies measured.
+//!
 //! Other paths answer `404`, other methods `405`; they are not counted as calls.
 //!
 //! # Controls
@@ -44,7 +52,9 @@
 //! [`set_chunk_delay`](MockOpenAi::set_chunk_delay) (streams),
 //! [`set_chunks`](MockOpenAi::set_chunks), [`fail_next`](MockOpenAi::fail_next) and
 //! [`cut_stream_after`](MockOpenAi::cut_stream_after). [`calls`](MockOpenAi::calls),
-//! [`connections`](MockOpenAi::connections), [`last_request`](MockOpenAi::last_request) and
+//! [`connections`](MockOpenAi::connections),
+//! [`connection_counts`](MockOpenAi::connection_counts),
+//! [`last_request`](MockOpenAi::last_request) and
 //! [`last_authorization`](MockOpenAi::last_authorization) tell what it received.
 //!
 //! ```
@@ -271,6 +281,26 @@ struct Shared {
     seen: Mutex<Seen>,
     calls: AtomicU64,
     connections: AtomicU64,
+    open: AtomicU64,
+    peak_open: AtomicU64,
+    closed: AtomicU64,
+}
+
+/// The mock's TCP connection counters ([`MockOpenAi::connection_counts`], `GET
+/// /mock/connections`). `open`, `peak_open` and `closed` count the connections that carried
+/// at least one chat call, so that reading the counters over HTTP does not count itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ConnectionCounts {
+    /// Connections accepted since the start or the last [`MockOpenAi::reset`] (as
+    /// [`MockOpenAi::connections`]).
+    pub accepted: u64,
+    /// Connections open now that carried a chat call.
+    pub open: u64,
+    /// The most of those open at once since the start or the last
+    /// [`reset_peak_open`](MockOpenAi::reset_peak_open).
+    pub peak_open: u64,
+    /// Connections that carried a chat call and ended, since the start.
+    pub closed: u64,
 }
 
 impl Shared {
@@ -287,7 +317,36 @@ impl Shared {
             seen: Mutex::default(),
             calls: AtomicU64::new(0),
             connections: AtomicU64::new(0),
+            open: AtomicU64::new(0),
+            peak_open: AtomicU64::new(0),
+            closed: AtomicU64::new(0),
         })
+    }
+
+    /// A connection's first chat call.
+    fn opened(&self) {
+        let open = self.open.fetch_add(1, Ordering::AcqRel) + 1;
+        self.peak_open.fetch_max(open, Ordering::AcqRel);
+    }
+
+    /// A connection that carried a chat call ended.
+    fn closed(&self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        self.closed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn connection_counts(&self) -> ConnectionCounts {
+        ConnectionCounts {
+            accepted: self.connections.load(Ordering::Relaxed),
+            open: self.open.load(Ordering::Acquire),
+            peak_open: self.peak_open.load(Ordering::Acquire),
+            closed: self.closed.load(Ordering::Relaxed),
+        }
+    }
+
+    fn reset_peak_open(&self) {
+        self.peak_open
+            .store(self.open.load(Ordering::Acquire), Ordering::Release);
     }
 
     /// Waits `delay` on the mock's timer.
@@ -464,6 +523,17 @@ impl MockOpenAi {
     #[must_use]
     pub fn connections(&self) -> u64 {
         self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// The connection counters: accepted, open now, the most open at once, closed.
+    #[must_use]
+    pub fn connection_counts(&self) -> ConnectionCounts {
+        self.shared.connection_counts()
+    }
+
+    /// Starts the peak of open connections again from the connections open now.
+    pub fn reset_peak_open(&self) {
+        self.shared.reset_peak_open();
     }
 
     /// The JSON body of the last call; `None` before the first call or when that body was

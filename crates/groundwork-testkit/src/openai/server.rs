@@ -3,15 +3,14 @@
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
+use axum::{Extension, Router};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use serde_json::Value;
@@ -28,6 +27,8 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(10);
 pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let router = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/mock/connections", get(connection_counts))
+        .route("/mock/connections/reset-peak", post(reset_peak_open))
         .with_state(Arc::clone(&shared));
     let http = hyper::server::conn::http1::Builder::new();
     let mut connections = JoinSet::new();
@@ -35,16 +36,21 @@ pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    shared.connections.fetch_add(1, Ordering::Relaxed);
+                    shared.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let carried = CarriedCall::default();
                     // Events must leave at once, not wait for the previous one's ACK.
                     let _ = stream.set_nodelay(true);
                     let connection = http.serve_connection(
                         TokioIo::new(stream),
-                        TowerToHyperService::new(router.clone()),
+                        TowerToHyperService::new(router.clone().layer(Extension(carried.clone()))),
                     );
+                    let shared = Arc::clone(&shared);
                     connections.spawn(async move {
                         // Errors (a client gone, a cut stream) just end the connection.
                         let _ = connection.await;
+                        if carried.0.load(std::sync::atomic::Ordering::Acquire) {
+                            shared.closed();
+                        }
                     });
                 }
                 Err(_) => tokio::time::sleep(ACCEPT_PAUSE).await,
@@ -54,12 +60,33 @@ pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
+/// Whether a connection carried a chat call (one per connection, in each request's
+/// extensions): only those count as open, so a benchmark reading the counters over HTTP does
+/// not count its own connection.
+#[derive(Clone, Default)]
+struct CarriedCall(Arc<std::sync::atomic::AtomicBool>);
+
+/// `GET /mock/connections`.
+async fn connection_counts(State(shared): State<Arc<Shared>>) -> Response {
+    axum::Json(shared.connection_counts()).into_response()
+}
+
+/// `POST /mock/connections/reset-peak`.
+async fn reset_peak_open(State(shared): State<Arc<Shared>>) -> Response {
+    shared.reset_peak_open();
+    axum::Json(shared.connection_counts()).into_response()
+}
+
 /// `POST /v1/chat/completions`.
 async fn chat_completions(
     State(shared): State<Arc<Shared>>,
+    Extension(carried): Extension<CarriedCall>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if !carried.0.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        shared.opened();
+    }
     let plan = shared.plan();
     let request = serde_json::from_slice::<Value>(&body).ok();
     let chat = Chat::parse(request.as_ref());
