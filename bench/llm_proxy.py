@@ -192,8 +192,14 @@ def window_extras(raw: str, name: str) -> dict:
         after = [int(v) for v in cpu["after"].split()[1:9]]
         d = [x - y for x, y in zip(after, before)]
         total = sum(d)
+        wall = cpu.get("after_wall_s", 0) - cpu.get("before_wall_s", 0)
+        if wall > 0 and cpu.get("cpus") and cpu.get("ticks_per_s"):
+            # Idle and steal are accounted exactly; user and system time are sampled at timer
+            # ticks, which a tickless kernel stops while idle, so their sum under-reads short
+            # bursts of work: the wall clock is the total.
+            total = wall * cpu["cpus"] * cpu["ticks_per_s"]
         if total > 0:
-            out["cpu"] = {"busy_pct": 100.0 * (total - d[3] - d[4] - d[7]) / total,
+            out["cpu"] = {"busy_pct": max(0.0, 100.0 * (total - d[3] - d[4] - d[7]) / total),
                           "steal_pct": 100.0 * d[7] / total}
     server = load(os.path.join(raw, f"{name}.server-cpu.json"), {})
     if isinstance(server.get("before"), int) and isinstance(server.get("after"), int):

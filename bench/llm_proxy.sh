@@ -307,6 +307,14 @@ chat() { # base [header] -> "STATUS CACHE-HEADER" ; body from $CHAT_BODY (defaul
     [[ $# -gt 0 ]] && args+=(-H "$1")
     curl "${args[@]}" "$base/v1/chat/completions" || true
 }
+# The machine's CPU counters and the wall clock, as JSON members (before_/after_ prefix):
+# user and system time in /proc/stat are sampled at timer ticks and miss short bursts on a
+# tickless kernel, so the report computes the busy share from idle time against the wall
+# clock instead.
+cpu_mark() { # before|after
+    printf '"%s": "%s", "%s_wall_s": %s, "cpus": %s, "ticks_per_s": %s' "$1" \
+        "$(head -n 1 /proc/stat)" "$1" "$(date +%s.%N)" "$(nproc)" "$(getconf CLK_TCK)"
+}
 mock_calls() { # -> the mock's call count, this probe included (from the answer's id)
     curl -sS --max-time 10 -X POST -H 'content-type: application/json' \
         --data-binary '{"model":"mock-gpt","messages":[{"role":"user","content":"probe"}]}' \
@@ -407,7 +415,7 @@ measure() {
     before=$(mock_calls)
     [[ $inst == - ]] || stats "$inst" "$RAW/$name.stats-before.json"
     printf '{"before": %s' "$(redis_gets)" >"$RAW/$name.redis.json"
-    printf '{"before": "%s"' "$(head -n 1 /proc/stat)" >"$RAW/$name.cpu.json"
+    printf '{%s' "$(cpu_mark before)" >"$RAW/$name.cpu.json"
     local pid=""
     [[ $inst == "$A_BASE" ]] && pid=$A_PID
     [[ $inst == "$B_BASE" ]] && pid=$B_PID
@@ -429,7 +437,7 @@ measure() {
             >>"$RAW/$name.conns.json"
     fi
     printf ', "after": %s}\n' "$(redis_gets)" >>"$RAW/$name.redis.json"
-    printf ', "after": "%s"}\n' "$(head -n 1 /proc/stat)" >>"$RAW/$name.cpu.json"
+    printf ', %s}\n' "$(cpu_mark after)" >>"$RAW/$name.cpu.json"
     [[ -z $pid ]] || printf ', "after": %s}\n' "$(server_ticks "$pid")" >>"$RAW/$name.server-cpu.json"
     [[ $inst == - ]] || stats "$inst" "$RAW/$name.stats-after.json"
     after=$(mock_calls)
@@ -455,11 +463,11 @@ done
 measure hits-memory "$HIT_RATE" "$A_BASE/v1/chat/completions" "$A_BASE" 0 oha
 measure hits-redis "$HIT_RATE" "$B_BASE/v1/chat/completions" "$B_BASE" 0 oha
 log "streaming time to first event: $TTFB_N requests direct and $TTFB_N through A, alternating"
-printf '{"before": "%s"' "$(head -n 1 /proc/stat)" >"$RAW/ttfb.cpu.json"
+printf '{%s' "$(cpu_mark before)" >"$RAW/ttfb.cpu.json"
 python3 "$BENCH_DIR/llm_proxy.py" ttfb --direct "$MOCK_URL/chat/completions" \
     --proxied "$A_BASE/v1/chat/completions" --tag "$STAMP" --n "$TTFB_N" --out "$RAW/ttfb.json" \
     || log "the time-to-first-event measurement failed (the report will say so)"
-printf ', "after": "%s"}\n' "$(head -n 1 /proc/stat)" >>"$RAW/ttfb.cpu.json"
+printf ', %s}\n' "$(cpu_mark after)" >>"$RAW/ttfb.cpu.json"
 
 # --- report ----------------------------------------------------------------------------------
 export STAMP COMMIT DIRTY NPROC OHA_VERSION REDIS_VERSION SERVER_BIN SERVER_BUILT MOCK_BIN \

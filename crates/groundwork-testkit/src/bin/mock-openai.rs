@@ -21,7 +21,9 @@ const USAGE: &str = "\
 Usage: mock-openai [OPTIONS]
 
 Serves a fake OpenAI-compatible POST /v1/chat/completions (answers `echo: <last user
-message>`, plain or streamed) until Ctrl-C, and prints its base URL.
+message>`, plain or streamed) until Ctrl-C, and prints its base URL. GET /mock/connections
+answers its connection counters as JSON (accepted, open, peak_open, closed), POST
+/mock/connections/reset-peak starts the peak again.
 
 Options:
   --bind <ADDR>               Address to listen on [default: 127.0.0.1:9000]
