@@ -323,6 +323,11 @@ impl Shared {
         })
     }
 
+    /// A connection accepted.
+    fn accepted(&self) {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A connection's first chat call.
     fn opened(&self) {
         let open = self.open.fetch_add(1, Ordering::AcqRel) + 1;

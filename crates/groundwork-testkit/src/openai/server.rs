@@ -3,6 +3,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -36,7 +37,7 @@ pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    shared.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    shared.accepted();
                     let carried = CarriedCall::default();
                     // Events must leave at once, not wait for the previous one's ACK.
                     let _ = stream.set_nodelay(true);
@@ -48,7 +49,7 @@ pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     connections.spawn(async move {
                         // Errors (a client gone, a cut stream) just end the connection.
                         let _ = connection.await;
-                        if carried.0.load(std::sync::atomic::Ordering::Acquire) {
+                        if carried.0.load(Ordering::Acquire) {
                             shared.closed();
                         }
                     });
@@ -64,7 +65,7 @@ pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 /// extensions): only those count as open, so a benchmark reading the counters over HTTP does
 /// not count its own connection.
 #[derive(Clone, Default)]
-struct CarriedCall(Arc<std::sync::atomic::AtomicBool>);
+struct CarriedCall(Arc<AtomicBool>);
 
 /// `GET /mock/connections`.
 async fn connection_counts(State(shared): State<Arc<Shared>>) -> Response {
@@ -84,7 +85,7 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !carried.0.swap(true, std::sync::atomic::Ordering::AcqRel) {
+    if !carried.0.swap(true, Ordering::AcqRel) {
         shared.opened();
     }
     let plan = shared.plan();
